@@ -1,0 +1,1 @@
+"""sidegate: Amazon API Gateway's request pipeline as mitmproxy addons, in front of any HTTP service."""

@@ -1,0 +1,260 @@
+"""The one top-level mitmproxy addon: options, the policy set, hot reload, admin endpoint, records.
+
+The four checkpoints are nested under it (``self.addons``), which mitmproxy walks far more
+cheaply than extra top-level addons (DESIGN.md section 6). Their order is the pipeline order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.connection import Client
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+
+from addons.admin import AdminServer, parse_listen
+from addons.decision import METADATA_KEY, Exchange
+from addons.errorpages import ErrorPages
+from addons.integration import Integrations
+from addons.lifecycle import IntegrationRequest, IntegrationResponse, MethodRequest, MethodResponse
+from addons.logs import AccessLog
+from addons.metrics import Metrics
+from addons.policy.errors import PolicyError
+from addons.policy.loader import policy_files
+from addons.policy.policyset import PolicySet, load_policy_set
+
+log = logging.getLogger("sidegate")
+
+_EXCHANGE_ATTR = "_sidegate_exchange"
+DEFAULT_BODY_LIMIT = "10m"  # API Gateway's payload limit (10 MB)
+MARK_REJECTED = ":no_entry:"
+MARK_REPORTED = ":warning:"
+
+
+class Sidegate:
+    def __init__(self) -> None:
+        self.policy: PolicySet | None = None
+        self.metrics = Metrics()
+        self.access_log = AccessLog()
+        self.errorpages = ErrorPages()
+        self.integrations = Integrations(self)
+        self.admin = AdminServer(self.metrics.render, lambda: self.policy is not None)
+        self.default_upstream: str | None = None
+        self.request_id_header = "x-amzn-RequestId"
+        self._signature: tuple[Any, ...] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._running = False
+        self.method_response = MethodResponse(self)
+        self.addons = [MethodRequest(self), IntegrationRequest(self), IntegrationResponse(self), self.method_response]
+
+    # -- mitmproxy lifecycle ------------------------------------------------------------------
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option("sidegate_policies", str, "policies", "Directory of sidegate policy files (YAML).")
+        loader.add_option(
+            "sidegate_mode",
+            str,
+            "enforce",
+            "Global default mode for policy documents without their own: enforce or report "
+            "(report records, logs and counts decisions and lets every request pass).",
+            choices=("enforce", "report"),
+        )
+        loader.add_option(
+            "sidegate_admin", str, "127.0.0.1:9901",
+            "Admin endpoint HOST:PORT for /metrics, /healthz and /readyz; empty disables it.",
+        )  # fmt: skip
+        loader.add_option(
+            "sidegate_access_log", str, "-", "Where the per-request JSON log lines go: - for stdout, or a file path."
+        )
+        loader.add_option(
+            "sidegate_reload_interval", float, 1.0,
+            "Seconds between checks of the policy directory for changes; 0 disables hot reload.",
+        )  # fmt: skip
+        loader.add_option(
+            "sidegate_request_id_header", str, "x-amzn-RequestId", "Response header carrying the request id."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "mode" in updated:
+            self.default_upstream = reverse_target(ctx.options.mode)
+        if "body_size_limit" in updated and not ctx.options.body_size_limit:
+            # Without a limit mitmproxy buffers any body; API Gateway refuses bodies over 10 MB.
+            ctx.options.body_size_limit = DEFAULT_BODY_LIMIT
+        if "sidegate_access_log" in updated:
+            self.access_log.open(ctx.options.sidegate_access_log)
+        if "sidegate_request_id_header" in updated:
+            self.request_id_header = ctx.options.sidegate_request_id_header
+        if "sidegate_admin" in updated and ctx.options.sidegate_admin:
+            try:
+                parse_listen(ctx.options.sidegate_admin)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"sidegate_admin: {e}") from None
+        if updated & {"sidegate_policies", "sidegate_mode"}:
+            self.reload(initial=self.policy is None)
+
+    async def running(self) -> None:
+        self._running = True
+        self.errorpages.install()
+        if ctx.options.sidegate_admin:
+            host, port = parse_listen(ctx.options.sidegate_admin)
+            try:
+                await self.admin.start(host, port)
+            except OSError as e:
+                log.error("sidegate: cannot start the admin endpoint on %s: %s", ctx.options.sidegate_admin, e)
+        if ctx.options.sidegate_reload_interval > 0:
+            self._reload_task = asyncio.create_task(self._watch(), name="sidegate policy watcher")
+
+    async def done(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+        await self.integrations.close()
+        await self.admin.stop()
+        self.access_log.close()
+
+    def client_disconnected(self, client: Client) -> None:
+        self.errorpages.forget(client.id)
+
+    # -- policy set ---------------------------------------------------------------------------
+
+    def reload(self, *, initial: bool = False) -> bool:
+        """Build a complete new PolicySet and swap it in, or keep the last good one serving."""
+        directory = Path(ctx.options.sidegate_policies)
+        self._signature = _signature(directory)
+        try:
+            new = load_policy_set(directory, ctx.options.sidegate_mode)
+        except PolicyError as e:
+            self.metrics.reloads.labels("failed").inc()
+            if initial:
+                raise exceptions.OptionsError(f"invalid policy set in {directory}:\n{e}") from None
+            for issue in e.issues:
+                log.error("sidegate: policy reload rejected, the last good policy set keeps serving: %s", issue)
+            return False
+        self.install(new)
+        self.metrics.reloads.labels("ok").inc()
+        log.info("sidegate: policy generation %d loaded from %s (%s)", new.generation, directory, new.summary())
+        return True
+
+    def install(self, policy: PolicySet) -> None:
+        self.policy = policy  # one reference swap: in-flight flows keep the set they started with
+        self.metrics.generation.set(policy.generation)
+        self.metrics.ready.set(1)
+        self.access_log.set_secrets(tuple(s.reveal() for s in policy.secrets))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(ctx.options.sidegate_reload_interval)
+            try:
+                directory = Path(ctx.options.sidegate_policies)
+                if _signature(directory) != self._signature:
+                    self.reload()
+            except Exception:  # the watcher must survive anything a file system can do
+                log.exception("sidegate: policy watcher failed; retrying")
+
+    # -- per-flow state -----------------------------------------------------------------------
+
+    def exchange(self, flow: http.HTTPFlow, *, create: bool = True) -> Exchange | None:
+        ex: Exchange | None = getattr(flow, _EXCHANGE_ATTR, None)
+        if ex is None and create and self.policy is not None:
+            ex = Exchange(flow, self.policy)
+            flow.metadata[METADATA_KEY] = {
+                "request_id": ex.request_id,
+                "policy_generation": self.policy.generation,
+                "trace": ex.trace,
+            }
+            setattr(flow, _EXCHANGE_ATTR, ex)
+        return ex
+
+    def finish(self, ex: Exchange, *, error: str | None = None) -> None:
+        """Record the request once: metadata, comment, mark, metrics, one JSON log line."""
+        ex.finished = True
+        flow = ex.flow
+        status = flow.response.status_code if flow.response is not None else None
+        rejection = ex.rejection
+        if rejection is not None:
+            outcome = "rejected"
+        elif status is None:
+            outcome = "error"
+        else:
+            outcome = "allowed"
+        route = ex.route.key if ex.route else None
+        reports = [{"plugin": p, "reason": r.reason, "rule": r.rule} for p, r in ex.report_only]
+        meta = flow.metadata.setdefault(METADATA_KEY, {})
+        meta.update(
+            {
+                "route": route,
+                "status": status,
+                "outcome": outcome,
+                "rejected_by": ex.rejected_by,
+                "reason": rejection.reason if rejection else None,
+                "report_only": reports,
+                "checkpoint_us": dict(ex.checkpoint_us),
+            }
+        )
+        if error is not None:
+            meta["error"] = error
+        flow.comment = _summary(ex, status, outcome, error)
+        if rejection is not None:
+            flow.marked = MARK_REJECTED
+        elif reports or outcome == "error":
+            flow.marked = MARK_REPORTED
+        self.metrics.observe(route or "none", status, outcome, ex.checkpoint_us)
+        if "integration_us" in ex.vars:
+            self.metrics.integration_seconds.observe(ex.vars["integration_us"] / 1_000_000)
+        self.access_log.write(
+            request_id=ex.request_id,
+            route=route,
+            method=flow.request.method,
+            path=ex.path,
+            status=status,
+            outcome=outcome,
+            plugin=ex.rejected_by,
+            reason=rejection.reason if rejection else None,
+            rule=rejection.rule if rejection else None,
+            report_only=reports or None,
+            checkpoint_us=ex.checkpoint_us,
+            integration_us=ex.vars.get("integration_us"),
+            policy_generation=ex.policy.generation,
+            error=error,
+        )
+
+
+def _summary(ex: Exchange, status: int | None, outcome: str, error: str | None) -> str:
+    route = ex.route.key if ex.route else "no route"
+    if ex.rejection is not None:
+        r = ex.rejection
+        text = f"sidegate: {status} {r.response_type} by {ex.rejected_by} ({r.reason})"
+        if r.source:
+            text += f" [{r.source}]"
+    elif outcome == "error":
+        text = f"sidegate: {route} -> no response ({error or 'error'})"
+    else:
+        text = f"sidegate: {route} -> {status}"
+    if ex.report_only:
+        would = ", ".join(f"{p} ({r.reason})" for p, r in ex.report_only)
+        text += f"; report-only, would reject: {would}"
+    return text
+
+
+def _signature(directory: Path) -> tuple[Any, ...]:
+    try:
+        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in policy_files(directory))
+    except OSError:
+        return ("unreadable",)
+
+
+def reverse_target(modes: Any) -> str | None:
+    """mitmproxy's reverse-mode target as a base URL: the sidecar's service by default."""
+    for spec in modes or ():
+        try:
+            mode = ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, ReverseMode) and mode.scheme in ("http", "https"):
+            host, port = mode.address
+            host = f"[{host}]" if ":" in host else host
+            return f"{mode.scheme}://{host}:{port}"
+    return None

@@ -1,0 +1,1 @@
+"""Policy files: YAML documents with positions -> validated, frozen models -> one PolicySet."""
