@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import exceptions, hooks, master, optmanager, options
+from mitmproxy import exceptions, hooks, master, options, optmanager
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, save, script, tlsconfig
 
 from addons.gateway import Sidegate, reverse_target
@@ -133,7 +133,9 @@ def _announce(opts: options.Options, kind: str, demo: bool) -> None:
 
 def _start_demo_backend(target: str | None) -> subprocess.Popen[bytes] | None:
     if target is None or not target.startswith("http://"):
-        print("sidegate: --demo needs a reverse:http://HOST:PORT mode to know where the backend listens", file=sys.stderr)
+        print(
+            "sidegate: --demo needs a reverse:http://HOST:PORT mode to know where the backend listens", file=sys.stderr
+        )
         return None
     hostport = target.removeprefix("http://")
     host, _, port = hostport.rpartition(":")
@@ -171,7 +173,7 @@ def schema() -> dict[str, Any]:
 
     from addons.policy.models import KINDS
 
-    document = Annotated[Union[tuple(KINDS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
+    document: Any = Annotated[Union[tuple(KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
     out: dict[str, Any] = TypeAdapter(document).json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -42,7 +42,7 @@ def app() -> web.Application:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"error": "expected a JSON body"}, status=400)
         if not isinstance(data, dict) or not isinstance(data.get("title"), str):
-            return web.json_response({"error": "expected {\"title\": ...}"}, status=400)
+            return web.json_response({"error": 'expected {"title": ...}'}, status=400)
         book_id = str(len(books) + 1)
         books[book_id] = {"id": book_id, "title": data["title"], "author": str(data.get("author", ""))}
         return web.json_response(books[book_id], status=201)

@@ -19,7 +19,7 @@ from collections.abc import Generator
 from typing import Any
 
 from mitmproxy import http
-from mitmproxy.net.http import http1
+from mitmproxy.net.http import http1, status_codes
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
@@ -69,7 +69,7 @@ class ErrorPages:
     def stash(flow: http.HTTPFlow, response: http.Response) -> None:
         response.headers["connection"] = "close"
         queue = _pending.setdefault(flow.client_conn.id, deque(maxlen=_MAX_PENDING_PER_CONN))
-        queue.append(http1.assemble_response(response))
+        queue.append(bytes(http1.assemble_response(response)))
 
     @staticmethod
     def forget(conn_id: str) -> None:
@@ -79,7 +79,7 @@ class ErrorPages:
 def _plain_error_response(status_code: int, message: str = "") -> bytes:
     """Replacement for mitmproxy's HTML error page where no flow exists (unparsable requests)."""
     default = RESPONSE_TYPES.get({413: "REQUEST_TOO_LARGE", 504: "INTEGRATION_TIMEOUT"}.get(status_code, ""))
-    text = default.message if default else http.status_codes.RESPONSES.get(status_code, "Error")
+    text = default.message if default else status_codes.RESPONSES.get(status_code, "Error")
     resp = http.Response.make(
         status_code,
         json.dumps({"message": text}).encode(),
@@ -87,4 +87,4 @@ def _plain_error_response(status_code: int, message: str = "") -> bytes:
     )
     if default and default.error_type:
         resp.headers[ERROR_TYPE_HEADER] = default.error_type
-    return http1.assemble_response(resp)
+    return bytes(http1.assemble_response(resp))

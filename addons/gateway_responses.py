@@ -43,11 +43,15 @@ RESPONSE_TYPES: dict[str, ResponseType] = {
     "EXPIRED_TOKEN": ResponseType(403, "InvalidSignatureException", "Signature expired"),
     # API Gateway's default for INTEGRATION_FAILURE is 504; a sidecar whose backend refuses the
     # connection or answers garbage says 502 Bad Gateway, which is what clients and load balancers expect.
-    "INTEGRATION_FAILURE": ResponseType(502, "InternalServerErrorException", "Network error communicating with endpoint"),
+    "INTEGRATION_FAILURE": ResponseType(
+        502, "InternalServerErrorException", "Network error communicating with endpoint"
+    ),
     "INTEGRATION_TIMEOUT": ResponseType(504, "InternalServerErrorException", "Endpoint request timed out"),
     "INVALID_API_KEY": ResponseType(403, "ForbiddenException", "Forbidden"),
     "INVALID_SIGNATURE": ResponseType(403, "InvalidSignatureException", "Invalid signature"),
-    "MISSING_AUTHENTICATION_TOKEN": ResponseType(403, "MissingAuthenticationTokenException", "Missing Authentication Token"),
+    "MISSING_AUTHENTICATION_TOKEN": ResponseType(
+        403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+    ),
     "QUOTA_EXCEEDED": ResponseType(429, "LimitExceededException", "Limit Exceeded"),
     "REQUEST_TOO_LARGE": ResponseType(413, "BadRequestException", "Request Too Long"),
     "RESOURCE_NOT_FOUND": ResponseType(404, "ResourceNotFoundException", "Not Found"),
@@ -187,9 +191,9 @@ def _lookup_for(ex: Exchange | None, response_type: str, message: str | None) ->
             return ""
         req = ex.flow.request
         if namespace.endswith("header"):
-            return req.headers.get(name, "")
+            return str(req.headers.get(name, ""))
         if namespace.endswith("querystring"):
-            return req.query.get(name, "")
+            return str(req.query.get(name, ""))
         return ex.path_params.get(name, "")
 
     return lookup

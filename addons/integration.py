@@ -56,7 +56,9 @@ class Integrations:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300, keepalive_timeout=30)
             # auto_decompress=False: the backend's encoding reaches the client untouched.
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def close(self) -> None:
@@ -133,8 +135,8 @@ class Integrations:
             prior = headers.get("x-forwarded-for")
             headers["x-forwarded-for"] = f"{prior}, {peer}" if prior else peer
         headers["x-forwarded-proto"] = "https" if ex.flow.client_conn.tls_established else "http"
-        for name, value in integration.request_headers.items():
-            headers[name] = value.reveal() if isinstance(value, Secret) else value
+        for header, configured in integration.request_headers.items():
+            headers[header] = configured.reveal() if isinstance(configured, Secret) else configured
         method = req.method if integration.method == "ANY" else integration.method
         body = req.raw_content or None
         async with asyncio.timeout(timeout):
@@ -144,7 +146,7 @@ class Integrations:
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                ssl=None if integration.tls_verify else False,
+                ssl=True if integration.tls_verify else False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
                 compress=None,
             ) as resp:

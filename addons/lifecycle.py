@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
@@ -83,9 +83,7 @@ async def run_plugins(
             log.exception("sidegate: plugin %s failed at %s (request %s)", slot.name, checkpoint, ex.request_id)
             fail_open = slot.fail_open or not slot.enforced
             failure = Reject("API_CONFIGURATION_ERROR", reason="internal_error", source=slot.source)
-            ex.trace.append(
-                trace_entry(checkpoint, slot.name, "error", us, enforced=not fail_open, reject=failure)
-            )
+            ex.trace.append(trace_entry(checkpoint, slot.name, "error", us, enforced=not fail_open, reject=failure))
             gate.metrics.rejection(slot.name, "internal_error", not fail_open)
             if fail_open:
                 continue
@@ -93,10 +91,14 @@ async def run_plugins(
             return
         us = (time.perf_counter_ns() - start) // 1000
         if result is None:
-            ex.trace.append(trace_entry(checkpoint, slot.name, "continue", us, enforced=slot.enforced, source=slot.source))
+            ex.trace.append(
+                trace_entry(checkpoint, slot.name, "continue", us, enforced=slot.enforced, source=slot.source)
+            )
             continue
         assert isinstance(result, Reject), f"plugin {slot.name} returned {type(result).__name__}"
-        ex.trace.append(trace_entry(checkpoint, slot.name, "reject", us, enforced=slot.enforced, reject=result))
+        ex.trace.append(
+            trace_entry(checkpoint, slot.name, "reject", us, enforced=slot.enforced, reject=result, source=slot.source)
+        )
         gate.metrics.rejection(slot.name, result.reason, slot.enforced)
         if not slot.enforced:
             ex.report_only.append((slot.name, result))
@@ -117,12 +119,11 @@ def apply_rejection(gate: Sidegate, ex: Exchange, plugin: str, reject: Reject) -
 
 
 LAST_RESORT_BODY = b'{"message":"Internal server error"}'
-_C = TypeVar("_C", bound="_Checkpoint")
 
 
-def fail_closed(
-    hook: Callable[[_C, http.HTTPFlow], Awaitable[None]],
-) -> Callable[[_C, http.HTTPFlow], Awaitable[None]]:
+def fail_closed[C: "_Checkpoint"](
+    hook: Callable[[C, http.HTTPFlow], Awaitable[None]],
+) -> Callable[[C, http.HTTPFlow], Awaitable[None]]:
     """mitmproxy only logs an exception escaping a hook and lets the flow go on to the backend.
 
     Around every checkpoint hook, an unexpected exception instead answers 500 with a static body
@@ -130,7 +131,7 @@ def fail_closed(
     """
 
     @functools.wraps(hook)
-    async def guarded(self: _C, flow: http.HTTPFlow) -> None:
+    async def guarded(self: C, flow: http.HTTPFlow) -> None:
         try:
             await hook(self, flow)
         except Exception:

@@ -30,7 +30,7 @@ class AccessLog:
         if target in ("", "-"):
             stream: TextIO = sys.stdout
         else:
-            stream = self._file = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            stream = self._file = open(target, "a", encoding="utf-8", buffering=1)
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
             processors=[
@@ -66,5 +66,3 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, list):
         return [_scrub(v, secrets) for v in value]
     return value
-
-

@@ -11,7 +11,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from addons.lifecycle import CHECKPOINTS
 
-LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0, 30.0)
+LATENCY_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.05,
+    0.25,
+    1.0,
+    5.0,
+    30.0,
+)
 
 
 class Metrics:
@@ -19,7 +35,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "sidegate_requests", "Requests answered, by route, status and outcome.", ["route", "status", "outcome"], registry=r
+            "sidegate_requests",
+            "Requests answered, by route, status and outcome.",
+            ["route", "status", "outcome"],
+            registry=r,
         )
         self.rejections = Counter(
             "sidegate_rejections",
@@ -37,8 +56,12 @@ class Metrics:
         self.integration_seconds = Histogram(
             "sidegate_integration_seconds", "Backend call duration.", buckets=LATENCY_BUCKETS, registry=r
         )
-        self.reloads = Counter("sidegate_policy_reloads", "Policy loads and reloads, by result.", ["result"], registry=r)
-        self.generation = Gauge("sidegate_policy_generation", "Generation number of the policy set serving now.", registry=r)
+        self.reloads = Counter(
+            "sidegate_policy_reloads", "Policy loads and reloads, by result.", ["result"], registry=r
+        )
+        self.generation = Gauge(
+            "sidegate_policy_generation", "Generation number of the policy set serving now.", registry=r
+        )
         self.ready = Gauge("sidegate_ready", "1 once a policy set is loaded.", registry=r)
         self._checkpoint_children = {c: self.checkpoint_seconds.labels(c) for c in CHECKPOINTS}
         for result in ("ok", "failed"):

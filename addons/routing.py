@@ -53,8 +53,7 @@ def parse_route_key(text: str) -> RouteKey:
     method, sep, path = text.partition(" ")
     if not sep or method not in METHODS:
         raise ValueError(
-            f"route key must be 'METHOD /path' with METHOD one of {', '.join(METHODS)}, or $default "
-            f"(got {text!r})"
+            f"route key must be 'METHOD /path' with METHOD one of {', '.join(METHODS)}, or $default (got {text!r})"
         )
     if not path.startswith("/") or " " in path:
         raise ValueError(f"route path must start with / and contain no spaces (got {text!r})")
@@ -93,9 +92,9 @@ def _segments_regex(key: RouteKey) -> re.Pattern[str]:
         if kind == LITERAL:
             parts.append("/" + re.escape(value))
         elif kind == PARAM:
-            parts.append("/(?P<p%d>[^/]+)" % len(parts))
+            parts.append(f"/(?P<p{len(parts)}>[^/]+)")
         else:
-            parts.append("/(?P<p%d>.+)" % len(parts))
+            parts.append(f"/(?P<p{len(parts)}>.+)")
     return re.compile("".join(parts) + "/?" if parts else "/?")
 
 

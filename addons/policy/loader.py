@@ -110,9 +110,7 @@ def _load_file(path: Path, shown: str, issues: list[PolicyIssue]) -> Document | 
         return None  # an empty file (or comments only) declares nothing
     if len(docs) > 1:
         line = _doc_line(docs[1])
-        issues.append(
-            PolicyIssue(shown, line, 1, "", f"found {len(docs)} YAML documents; put one document per file")
-        )
+        issues.append(PolicyIssue(shown, line, 1, "", f"found {len(docs)} YAML documents; put one document per file"))
         return None
     raw = docs[0]
     positions = dict(_positions(raw, ()))
@@ -158,11 +156,13 @@ def _positions(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[s
             except (KeyError, TypeError):
                 continue
             yield (*path, str(key)), (kl + 1, kc + 1)
-            try:
-                vl, vc = node.lc.value(key)
-                yield (*path, str(key), "<value>"), (vl + 1, vc + 1)
-            except (KeyError, TypeError):
-                pass
+            if not isinstance(node[key], CommentedMap | CommentedSeq):
+                # A scalar's error points at the value; a container's at its key.
+                try:
+                    vl, vc = node.lc.value(key)
+                    yield (*path, str(key), "<value>"), (vl + 1, vc + 1)
+                except (KeyError, TypeError):
+                    pass
             yield from _positions(node[key], (*path, str(key)))
     elif isinstance(node, CommentedSeq):
         for i, item in enumerate(node):

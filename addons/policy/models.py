@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from addons.gateway_responses import RESPONSE_TYPES
 from addons.policy.types import Duration, HttpUrl, Mode, PolicyModel, Secret
@@ -91,15 +91,16 @@ class ApiPolicy(PolicyModel):
                 raise ValueError(f"stage variable {name} is longer than 512 characters")
         return v
 
-    @model_validator(mode="after")
-    def _distinct_routes(self) -> ApiPolicy:
+    @field_validator("routes")
+    @classmethod
+    def _distinct_routes(cls, routes: dict[str, Route]) -> dict[str, Route]:
         seen: dict[object, str] = {}
-        for text in self.routes:
+        for text in routes:
             shape = parse_route_key(text).shape
             if shape in seen:
                 raise ValueError(f"duplicate route: {text!r} matches the same requests as {seen[shape]!r}")
             seen[shape] = text
-        return self
+        return routes
 
     def route_keys(self) -> list[RouteKey]:
         return [parse_route_key(k) for k in self.routes]

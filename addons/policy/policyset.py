@@ -48,7 +48,9 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -
     for docs, kind in ((api_docs, "Api"), (gr_docs, "GatewayResponses")):
         for extra in docs[1:]:
             issues.append(
-                PolicyIssue(extra.path, extra.line, 1, "kind", f"a second {kind} document (the first is {docs[0].source})")
+                PolicyIssue(
+                    extra.path, extra.line, 1, "kind", f"a second {kind} document (the first is {docs[0].source})"
+                )
             )
     api_doc = api_docs[0] if api_docs else None
     api = api_doc.model if api_doc else ApiPolicy(kind="Api")

@@ -1,0 +1,121 @@
+"""Shared fixtures: policy writer, in-loop HTTP backend, a configured gateway, flow driver."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from addons.gateway import Sidegate
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))  # sample_plugins.py, loaded by policies as module:Class
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_policies(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return directory
+
+
+@dataclass
+class Backend:
+    url: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    """A real HTTP backend on a free loopback port that echoes what it received."""
+    seen: list[dict[str, Any]] = []
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers), "body": body})
+        if request.path.startswith("/sleep"):
+            import asyncio
+
+            await asyncio.sleep(float(request.query.get("s", "5")))
+        if request.path.startswith("/status/"):
+            return web.Response(status=int(request.path.rsplit("/", 1)[1]), text="status")
+        resp = web.json_response({"method": request.method, "path": request.path_qs})
+        resp.headers["x-backend"] = "yes"
+        resp.headers["connection"] = "keep-alive"
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield Backend(f"http://127.0.0.1:{port}", seen)
+    finally:
+        await runner.cleanup()
+
+
+GatewayFactory = Callable[..., tuple[taddons.context, Sidegate]]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Any:
+    """Build a Sidegate inside mitmproxy's taddons context from policy texts."""
+    contexts: list[taddons.context] = []
+
+    def make(files: dict[str, str] | None = None, *, upstream: str = "http://127.0.0.1:9", **options: Any):
+        policies = write_policies(tmp_path / "policies", files or {})
+        gate = Sidegate()
+        tctx = taddons.context(gate)
+        contexts.append(tctx)
+        gate.access_log.open(str(tmp_path / "access.log"))
+        tctx.configure(
+            gate,
+            mode=[f"reverse:{upstream}"],
+            sidegate_policies=str(policies),
+            sidegate_admin="",
+            **options,
+        )
+        return tctx, gate
+
+    yield make
+    for c in contexts:
+        c.__exit__(None, None, None)
+
+
+async def drive(gate: Sidegate, flow: http.HTTPFlow) -> http.HTTPFlow:
+    """Run a flow through the checkpoints in mitmproxy's hook order."""
+    method_request, integration_request, integration_response, method_response = gate.addons
+    await method_request.requestheaders(flow)
+    await method_request.request(flow)
+    await integration_request.request(flow)
+    if flow.response is not None:
+        await integration_response.response(flow)
+        await method_response.response(flow)
+    return flow
+
+
+def access_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = tmp_path / "access.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
