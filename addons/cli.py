@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import exceptions, hooks, master, options, optmanager
-from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, save, script, tlsconfig
+from mitmproxy.addons import (
+    core,
+    disable_h2c,
+    errorcheck,
+    next_layer,
+    proxyserver,
+    save,
+    script,
+    termlog,
+    tlsconfig,
+)
 
 from addons.gateway import Sidegate, reverse_target
 from addons.policy.errors import PolicyError
@@ -52,8 +62,9 @@ def sidecar_addons() -> list[Any]:
 
 class SidecarMaster(master.Master):
     def __init__(self, opts: options.Options) -> None:
-        super().__init__(opts, with_termlog=True)
-        self.addons.add(*sidecar_addons())
+        super().__init__(opts, with_termlog=False)
+        # stdout carries the JSON request lines; mitmproxy's own event log goes to stderr.
+        self.addons.add(termlog.TermLog(out=sys.stderr), *sidecar_addons())
 
 
 def _place_after_scripts(m: master.Master, addon: Sidegate) -> None:
@@ -72,14 +83,18 @@ def launch(kind: str, config: Path, sets: Sequence[str], demo: bool) -> int:
         if kind == "web":
             from mitmproxy.tools.web.master import WebMaster
 
-            m: master.Master = WebMaster(opts)
+            m: master.Master = WebMaster(opts, with_termlog=False)
+            m.addons.add(termlog.TermLog(out=sys.stderr))
         else:
             m = SidecarMaster(opts)
         try:
             if not config.is_file():
                 raise exceptions.OptionsError(f"{config}: configuration file not found")
-            optmanager.load_paths(opts, config)
-            opts.set(*sets, defer=True)
+            try:
+                optmanager.load_paths(opts, config)
+                opts.set(*sets, defer=True)
+            except exceptions.OptionsError as e:  # YAML errors come as several lines: keep one
+                raise exceptions.OptionsError(" ".join(p.strip() for p in str(e).splitlines() if p.strip())) from None
             gate = Sidegate()
             _place_after_scripts(m, gate)
             if kind == "run":
