@@ -158,6 +158,8 @@ class Sidegate:
 
     def exchange(self, flow: http.HTTPFlow, *, create: bool = True) -> Exchange | None:
         ex: Exchange | None = getattr(flow, _EXCHANGE_ATTR, None)
+        if ex is not None and ex.finished and create and flow.response is None:
+            ex = None  # a replay (mitmweb, replay.client) runs the pipeline again, with today's policy
         if ex is None and create and self.policy is not None:
             ex = Exchange(flow, self.policy)
             flow.metadata[METADATA_KEY] = {
@@ -201,6 +203,8 @@ class Sidegate:
             flow.marked = MARK_REJECTED
         elif reports or outcome == "error":
             flow.marked = MARK_REPORTED
+        elif flow.marked in (MARK_REJECTED, MARK_REPORTED):
+            flow.marked = ""  # our own mark from an earlier run of a replayed flow
         self.metrics.observe(route or "none", status, outcome, ex.checkpoint_us)
         if "integration_us" in ex.vars:
             self.metrics.integration_seconds.observe(ex.vars["integration_us"] / 1_000_000)

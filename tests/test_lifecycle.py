@@ -219,3 +219,19 @@ async def test_invalid_reload_keeps_the_last_good_set(make_gateway, backend, tmp
     assert 'sidegate_policy_reloads_total{result="failed"} 1.0' in gate.metrics.render().decode()
     f = await drive(gate, flow("/books"))
     assert f.response.status_code == 200
+
+
+async def test_replayed_flow_is_decided_again_with_the_current_policy(make_gateway, backend, tmp_path):
+    _, gate = make_gateway({"api.yaml": API}, upstream=backend.url)
+    f = await drive(gate, flow("/authors"))
+    assert f.response.status_code == 403
+    first_id = f.metadata["sidegate"]["request_id"]
+    (tmp_path / "policies" / "api.yaml").write_text("kind: Api\nroutes:\n  GET /authors: {}\n")
+    assert gate.reload()
+    f.response = None  # what mitmproxy's replay.client does before sending the flow again
+    await drive(gate, f)
+    assert f.response.status_code == 200
+    meta = f.metadata["sidegate"]
+    assert meta["request_id"] != first_id and meta["outcome"] == "allowed" and meta["route"] == "GET /authors"
+    assert f.comment == "sidegate: GET /authors -> 200"
+    assert f.marked == ""
