@@ -316,3 +316,28 @@ def test_mitmdump_with_the_entry_script(tmp_path, demo):
         assert r.status == 403 and r.json() == {"message": "Missing Authentication Token"}
     finally:
         stop(proc)
+
+
+def _curl_h2(url: str, *args: str) -> tuple[str, int, dict[str, str], bytes]:
+    out = subprocess.run(
+        ["curl", "-sk", "--http2", "-D", "-", *args, url], capture_output=True, timeout=30, check=True
+    ).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    version, status = status_line.split()[:2]
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return version, int(status), headers, body
+
+
+def test_http2_over_tls_gets_the_same_gateway_answers(sidecar, tmp_path):
+    sc = sidecar(sets=["--set", "body_size_limit=1k", "--set", f"confdir={tmp_path / 'mitmproxy-conf'}"])
+    base = f"https://127.0.0.1:{sc.port}"
+    version, status, _, body = _curl_h2(base + "/books")
+    assert (version, status) == ("HTTP/2", 200) and json.loads(body)[0]["id"] == "1"
+    version, status, headers, body = _curl_h2(base + "/nope")
+    assert (version, status) == ("HTTP/2", 403) and json.loads(body) == {"message": "Missing Authentication Token"}
+    for extra in ([], ["-H", "transfer-encoding: chunked"]):
+        version, status, headers, body = _curl_h2(base + "/books", "--data-binary", "x" * 5000, *extra)
+        assert (version, status) == ("HTTP/2", 413)
+        assert json.loads(body) == {"message": "Request Too Long"}
+        assert headers["x-amzn-errortype"] == "BadRequestException" and headers["x-amzn-requestid"]

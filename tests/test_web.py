@@ -15,8 +15,13 @@ PASSWORD = "web-test-token"
 
 def test_mitmweb_lists_flows_with_decision_comment_and_mark(tmp_path):
     backend = DemoBackend()
-    sc = Sidecar(tmp_path, backend.url, {"api.yaml": "kind: Api\nroutes:\n  GET /books: {}\n"}, kind="web",
-                 sets=["--set", f"web_password={PASSWORD}"])
+    sc = Sidecar(
+        tmp_path,
+        backend.url,
+        {"api.yaml": "kind: Api\nroutes:\n  GET /books: {}\n"},
+        kind="web",
+        sets=["--set", f"web_password={PASSWORD}"],
+    )
     try:
         wait_port(sc.web_port, sc.proc)
         assert sc.get("/books").status == 200
