@@ -1,8 +1,10 @@
 """Decisions plugins return, and the per-flow exchange they read and write.
 
-A plugin method returns ``None`` (continue) or a :class:`Reject`. The checkpoint runner owns
-guarding, fail-closed handling, tracing and applying; plugins never touch ``flow.response``
-for a rejection themselves.
+A plugin method returns ``None`` (continue), a :class:`Reject` (refuse with a gateway response),
+an :class:`Answer` (the gateway answers itself and the request goes no further, as a CORS
+preflight does) or a :class:`Flag` (a finding that changes nothing here but is traced and
+counted). The checkpoint runner owns guarding, fail-closed handling, tracing and applying;
+plugins never set ``flow.response`` themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +34,27 @@ class Reject:
     source: str | None = None  # "policies/waf.yaml:14"
     headers: tuple[tuple[str, str], ...] = ()  # e.g. Retry-After
     message: str | None = None  # overrides the type's default $context.error.message
+    # In report-only mode the request passes; a plugin whose "pass" is itself a gateway answer
+    # (a CORS preflight) says here what that answer is.
+    report_answer: Answer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The gateway answers the request itself; not a refusal (e.g. an allowed CORS preflight)."""
+
+    status: int
+    reason: str  # stable snake_case code: "cors_preflight"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A finding that does not change the outcome here (e.g. CORS headers withheld)."""
+
+    reason: str
+    rule: str | None = None
 
 
 @dataclass(slots=True)
@@ -46,11 +69,14 @@ class Exchange:
     policy: PolicySet
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     started: float = field(default_factory=time.time)
-    route: RouteMatch | None = None
+    _route: RouteMatch | None = None
+    _routed: bool = False
     rejection: Reject | None = None  # the enforced rejection that produced flow.response
     rejected_by: str | None = None  # plugin name of that rejection
+    answered_by: str | None = None  # plugin whose Answer produced flow.response
     gateway_answer: bool = False  # flow.response was made by the gateway, not the backend
-    report_only: list[tuple[str, Reject]] = field(default_factory=list)
+    report_only: list[tuple[str, Reject | Flag]] = field(default_factory=list)
+    flags: list[tuple[str, Flag]] = field(default_factory=list)  # enforced findings
     checkpoint_us: dict[str, int] = field(default_factory=dict)
     trace: list[dict[str, Any]] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)  # plugin scratch space, per request
@@ -68,6 +94,18 @@ class Exchange:
     def path(self) -> str:
         """The request path without the query string."""
         return self.flow.request.path.split("?", 1)[0]
+
+    @property
+    def route(self) -> RouteMatch | None:
+        """The matched route (API Gateway's precedence), matched once on first use."""
+        if not self._routed:
+            self._route = self.policy.router.match(self.flow.request.method, self.path)
+            self._routed = True
+        return self._route
+
+    def route_for(self, method: str) -> RouteMatch | None:
+        """The route the same path would take with another method (a preflight's real method)."""
+        return self.policy.router.match(method, self.path)
 
     @property
     def path_params(self) -> dict[str, str]:

@@ -123,10 +123,11 @@ class Sidegate:
     def reload(self, *, initial: bool = False) -> bool:
         """Build a complete new PolicySet and swap it in, or keep the last good one serving."""
         directory = Path(ctx.options.sidegate_policies)
-        self._signature = _signature(directory)
         try:
             new = load_policy_set(directory, ctx.options.sidegate_mode)
         except PolicyError as e:
+            # Remember what was seen, so the same broken state is reported once, not every interval.
+            self._signature = _signature(directory, self.policy.watched_files if self.policy else ())
             self.metrics.reloads.labels("failed").inc()
             if initial:
                 raise exceptions.OptionsError(f"invalid policy set in {directory}:\n{e}") from None
@@ -134,6 +135,7 @@ class Sidegate:
                 log.error("sidegate: policy reload rejected, the last good policy set keeps serving: %s", issue)
             return False
         self.install(new)
+        self._signature = _signature(directory, new.watched_files)
         self.metrics.reloads.labels("ok").inc()
         log.info("sidegate: policy generation %d loaded from %s (%s)", new.generation, directory, new.summary())
         return True
@@ -149,7 +151,8 @@ class Sidegate:
             await asyncio.sleep(ctx.options.sidegate_reload_interval)
             try:
                 directory = Path(ctx.options.sidegate_policies)
-                if _signature(directory) != self._signature:
+                watched = self.policy.watched_files if self.policy else ()
+                if _signature(directory, watched) != self._signature:
                     self.reload()
             except Exception:  # the watcher must survive anything a file system can do
                 log.exception("sidegate: policy watcher failed; retrying")
@@ -178,12 +181,15 @@ class Sidegate:
         rejection = ex.rejection
         if rejection is not None:
             outcome = "rejected"
+        elif ex.answered_by is not None:
+            outcome = "answered"
         elif status is None:
             outcome = "error"
         else:
             outcome = "allowed"
         route = ex.route.key if ex.route else None
         reports = [{"plugin": p, "reason": r.reason, "rule": r.rule} for p, r in ex.report_only]
+        flags = [{"plugin": p, "reason": f.reason, "rule": f.rule} for p, f in ex.flags]
         meta = flow.metadata.setdefault(METADATA_KEY, {})
         meta.update(
             {
@@ -193,6 +199,8 @@ class Sidegate:
                 "rejected_by": ex.rejected_by,
                 "reason": rejection.reason if rejection else None,
                 "report_only": reports,
+                "flags": flags,
+                "answered_by": ex.answered_by,
                 "checkpoint_us": dict(ex.checkpoint_us),
             }
         )
@@ -219,6 +227,7 @@ class Sidegate:
             reason=rejection.reason if rejection else None,
             rule=rejection.rule if rejection else None,
             report_only=reports or None,
+            flags=flags or None,
             checkpoint_us=ex.checkpoint_us,
             integration_us=ex.vars.get("integration_us"),
             policy_generation=ex.policy.generation,
@@ -233,21 +242,30 @@ def _summary(ex: Exchange, status: int | None, outcome: str, error: str | None) 
         text = f"sidegate: {status} {r.response_type} by {ex.rejected_by} ({r.reason})"
         if r.source:
             text += f" [{r.source}]"
+    elif ex.answered_by is not None:
+        text = f"sidegate: {status} answered by {ex.answered_by}"
     elif outcome == "error":
         text = f"sidegate: {route} -> no response ({error or 'error'})"
     else:
         text = f"sidegate: {route} -> {status}"
+    if ex.flags:
+        text += "; " + ", ".join(f"{p} ({f.reason})" for p, f in ex.flags)
     if ex.report_only:
         would = ", ".join(f"{p} ({r.reason})" for p, r in ex.report_only)
         text += f"; report-only, would reject: {would}"
     return text
 
 
-def _signature(directory: Path) -> tuple[Any, ...]:
-    try:
-        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in policy_files(directory))
-    except OSError:
-        return ("unreadable",)
+def _signature(directory: Path, extra: tuple[Path, ...] = ()) -> tuple[Any, ...]:
+    """What the watcher compares: policy files and the secret files they reference."""
+    out: list[Any] = []
+    for p in [*policy_files(directory), *extra] if directory.is_dir() else extra:
+        try:
+            st = p.stat()
+            out.append((str(p), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(p), None))
+    return tuple(out)
 
 
 def reverse_target(modes: Any) -> str | None:

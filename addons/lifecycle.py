@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addons.decision import Exchange, Reject
+from addons.decision import Answer, Exchange, Flag, Reject
 from addons.plugins import PluginSlot
 
 if TYPE_CHECKING:
@@ -90,6 +90,23 @@ async def run_plugins(
             apply_rejection(gate, ex, slot.name, failure)
             return
         us = (time.perf_counter_ns() - start) // 1000
+        if isinstance(result, Answer):
+            ex.trace.append(
+                trace_entry(
+                    checkpoint, slot.name, "answer", us, source=slot.source, status=result.status, reason=result.reason
+                )
+            )
+            apply_answer(ex, slot.name, result)
+            return
+        if isinstance(result, Flag):
+            ex.trace.append(
+                trace_entry(
+                    checkpoint, slot.name, "flag", us, enforced=slot.enforced, source=slot.source, reason=result.reason
+                )
+            )
+            gate.metrics.rejection(slot.name, result.reason, slot.enforced)
+            (ex.flags if slot.enforced else ex.report_only).append((slot.name, result))
+            continue
         if result is None:
             ex.trace.append(
                 trace_entry(checkpoint, slot.name, "continue", us, enforced=slot.enforced, source=slot.source)
@@ -102,6 +119,9 @@ async def run_plugins(
         gate.metrics.rejection(slot.name, result.reason, slot.enforced)
         if not slot.enforced:
             ex.report_only.append((slot.name, result))
+            if result.report_answer is not None:  # passing means the gateway answers (a preflight)
+                apply_answer(ex, slot.name, result.report_answer)
+                return
             continue
         apply_rejection(gate, ex, slot.name, result)
         return
@@ -151,6 +171,14 @@ def fail_closed[C: "_Checkpoint"](
                     self.gate.finish(ex)
 
     return guarded
+
+
+def apply_answer(ex: Exchange, plugin: str, answer: Answer) -> None:
+    ex.flow.response = http.Response.make(
+        answer.status, answer.body, http.Headers([(k.encode(), v.encode()) for k, v in answer.headers])
+    )
+    ex.answered_by = plugin
+    ex.gateway_answer = True
 
 
 class _Checkpoint:

@@ -181,7 +181,7 @@ def test_invalid_route_key_points_at_the_key(tmp_path):
 def test_unknown_kind(tmp_path):
     lines = errors_of(tmp_path, {"x.yaml": "# comment\nkind: Firewall\n"})
     assert lines == [
-        "policies/x.yaml:2:1: kind: unknown kind 'Firewall'; expected one of: Api, GatewayResponses, Plugin"
+        "policies/x.yaml:2:1: kind: unknown kind 'Firewall'; expected one of: Api, GatewayResponses, Plugin, Cors, OriginVerify"
     ]
 
 
@@ -343,7 +343,7 @@ def test_schema_command_prints_json_schema_of_every_kind():
     assert result.returncode == 0
     doc = json.loads(result.stdout)
     assert doc["$schema"].endswith("2020-12/schema")
-    assert set(doc["discriminator"]["mapping"]) == {"Api", "GatewayResponses", "Plugin"}
+    assert set(doc["discriminator"]["mapping"]) == {"Api", "GatewayResponses", "Plugin", "Cors", "OriginVerify"}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.name)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from addons.gateway_responses import RESPONSE_TYPES
-from addons.policy.types import Duration, HttpUrl, Mode, PolicyModel, Secret
+from addons.policy.types import Duration, HttpUrl, Mode, PolicyModel, Regex, Secret
 from addons.routing import RouteKey, parse_route_key
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -137,8 +137,125 @@ class PluginPolicy(PolicyModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+# -- CORS (addons/cors.py) -------------------------------------------------------------------
+
+_ORIGIN = re.compile(r"^(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(\d{1,5}))?$")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CORS_SAFELISTED_METHODS = ("GET", "HEAD", "POST")
+
+
+def normalise_origin(value: str) -> str | None:
+    """``scheme://host[:port]`` lower-cased with the default port dropped; None if not an origin."""
+    m = _ORIGIN.match(value.strip().lower())
+    if m is None or m.group(2):
+        return None
+    scheme, host, port = m.group(1), m.group(3), m.group(4)
+    if port is not None and int(port) != DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}:{int(port)}"
+    return f"{scheme}://{host}"
+
+
+def _origin_entry(value: str) -> str:
+    if value in ("*", "null"):
+        return value
+    m = _ORIGIN.match(value.lower())
+    if m is None:
+        raise ValueError(
+            f"expected an origin such as https://app.example.com or https://*.example.com, '*' or 'null' "
+            f"(got {value!r}; an origin has no path)"
+        )
+    if m.group(4) is not None and not 0 < int(m.group(4)) < 65536:
+        raise ValueError(f"invalid port in origin {value!r}")
+    return value.lower()
+
+
+class OriginRegex(PolicyModel):
+    regex: Regex = Field(description="RE2 pattern matched against the whole origin (always anchored).")
+
+
+OriginEntry = Annotated[str, AfterValidator(_origin_entry)] | OriginRegex
+
+
+def _method_or_star(value: str) -> str:
+    upper = value.upper()
+    if upper != "*" and upper not in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"):
+        raise ValueError(f"expected an HTTP method or '*' (got {value!r})")
+    return upper
+
+
+def _header_or_star(value: str) -> str:
+    return value if value == "*" else _header_name(value)
+
+
+class CorsSettings(PolicyModel):
+    """Per-route override: any field given replaces the API-wide value."""
+
+    allow_origins: list[OriginEntry] | None = None
+    allow_methods: list[Annotated[str, AfterValidator(_method_or_star)]] | None = None
+    allow_headers: list[Annotated[str, AfterValidator(_header_or_star)]] | None = None
+    expose_headers: list[Annotated[str, AfterValidator(_header_or_star)]] | None = None
+    allow_credentials: bool | None = None
+    max_age: Annotated[Duration, Field(ge=0, le=86400)] | None = None
+    allow_private_network: bool | None = None
+
+
+class CorsPolicy(PolicyModel):
+    kind: Literal["Cors"]
+    mode: Mode | None = None
+    allow_origins: list[OriginEntry] = Field(min_length=1)
+    allow_methods: list[Annotated[str, AfterValidator(_method_or_star)]] = Field(
+        default_factory=lambda: list(CORS_SAFELISTED_METHODS)
+    )
+    allow_headers: list[Annotated[str, AfterValidator(_header_or_star)]] = Field(default_factory=list)
+    expose_headers: list[Annotated[str, AfterValidator(_header_or_star)]] = Field(default_factory=list)
+    allow_credentials: bool = False
+    max_age: Annotated[Duration, Field(ge=0, le=86400)] | None = Field(
+        default=None, description="Access-Control-Max-Age; omitted unless set (browsers cap it: Chromium 2 h)."
+    )
+    allow_private_network: bool = Field(
+        default=False, description="Answer Private Network Access preflights for allowed origins."
+    )
+    routes: dict[RouteKeyText, CorsSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_credentials_with_any_origin(self) -> CorsPolicy:
+        overrides: list[tuple[str, CorsSettings | None]] = [("", None), *self.routes.items()]
+        for key, settings in overrides:
+            origins = self.allow_origins
+            if settings is not None and settings.allow_origins is not None:
+                origins = settings.allow_origins
+            credentials = self.allow_credentials
+            if settings is not None and settings.allow_credentials is not None:
+                credentials = settings.allow_credentials
+            if credentials and "*" in origins:
+                where = f" (route {key})" if key else ""
+                raise ValueError(
+                    f"allow_credentials: true cannot be combined with allow_origins '*'{where}: browsers "
+                    "refuse it; list the origins"
+                )
+        return self
+
+
+# -- origin secret header (addons/origin_verify.py) -------------------------------------------
+
+
+class OriginVerifyPolicy(PolicyModel):
+    kind: Literal["OriginVerify"]
+    mode: Mode | None = None
+    header: HeaderName = "x-origin-verify"
+    secrets: list[Secret] = Field(
+        min_length=1, description="Accepted secrets, current first, then the one being retired."
+    )
+    exempt_routes: list[RouteKeyText] = Field(default_factory=list)
+    allow_preflight: bool = Field(
+        default=False, description="CORS preflights come straight from browsers, without the CDN's header."
+    )
+
+
 KINDS: dict[str, type[PolicyModel]] = {
     "Api": ApiPolicy,
     "GatewayResponses": GatewayResponsesPolicy,
     "Plugin": PluginPolicy,
+    "Cors": CorsPolicy,
+    "OriginVerify": OriginVerifyPolicy,
 }

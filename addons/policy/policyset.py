@@ -10,13 +10,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from addons.cors import Cors
 from addons.gateway_responses import Responder
+from addons.origin_verify import OriginVerify
 from addons.plugins import CHECKPOINT_METHODS, PluginSlot, instantiate, slots_for
 from addons.policy.errors import PolicyError, PolicyIssue
 from addons.policy.loader import Document, load_documents
-from addons.policy.models import ApiPolicy, GatewayResponsesPolicy, PluginPolicy
-from addons.policy.types import Mode, Secret
+from addons.policy.models import (
+    KINDS,
+    ApiPolicy,
+    CorsPolicy,
+    GatewayResponsesPolicy,
+    OriginVerifyPolicy,
+    PluginPolicy,
+)
+from addons.policy.types import Mode, PolicyModel, Secret
 from addons.router import RouterPlugin
+from addons.routing import Router
 
 _generations = itertools.count(1)
 
@@ -25,46 +35,70 @@ _generations = itertools.count(1)
 class PolicySet:
     api: ApiPolicy
     api_source: str | None
+    router: Router
     responder: Responder
     plugins: dict[str, tuple[PluginSlot, ...]]  # checkpoint method -> ordered slots
     documents: tuple[Document, ...] = ()
     secrets: tuple[Secret, ...] = ()
+    watched_files: tuple[Path, ...] = ()  # secret files: a change there reloads too
     generation: int = field(default_factory=lambda: next(_generations))
 
     def summary(self) -> str:
-        kinds: dict[str, int] = {}
-        for d in self.documents:
-            kinds[type(d.model).__name__] = kinds.get(type(d.model).__name__, 0) + 1
         routes = len(self.api.routes)
         plugins = sorted({s.name for slots in self.plugins.values() for s in slots})
         return f"{len(self.documents)} documents, {routes} routes, plugins: {', '.join(plugins) or 'none'}"
 
 
+def _single(documents: list[Document], kind: type[PolicyModel], issues: list[PolicyIssue]) -> Document | None:
+    docs = [d for d in documents if isinstance(d.model, kind)]
+    for extra in docs[1:]:
+        name = next(k for k, model in KINDS.items() if model is kind)
+        issues.append(
+            PolicyIssue(extra.path, extra.line, 1, "kind", f"a second {name} document (the first is {docs[0].source})")
+        )
+    return docs[0] if docs else None
+
+
+def _check_route_refs(doc: Document, field: str, keys: list[str], api: ApiPolicy, issues: list[PolicyIssue]) -> None:
+    """A route named in another kind must exist in the Api: a typo must never silently do nothing."""
+    for i, key in enumerate(keys):
+        if key not in api.routes:
+            line, col = doc.positions.get((field, i), doc.positions.get((field, key), (doc.line, 1)))
+            issues.append(PolicyIssue(doc.path, line, col, f"{field}", f"route {key!r} is not declared in the Api"))
+
+
 def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -> PolicySet:
     """Compile validated documents; cross-document problems raise PolicyError."""
     issues: list[PolicyIssue] = []
-    api_docs = [d for d in documents if isinstance(d.model, ApiPolicy)]
-    gr_docs = [d for d in documents if isinstance(d.model, GatewayResponsesPolicy)]
-    for docs, kind in ((api_docs, "Api"), (gr_docs, "GatewayResponses")):
-        for extra in docs[1:]:
-            issues.append(
-                PolicyIssue(
-                    extra.path, extra.line, 1, "kind", f"a second {kind} document (the first is {docs[0].source})"
-                )
-            )
-    api_doc = api_docs[0] if api_docs else None
+    api_doc = _single(documents, ApiPolicy, issues)
+    gr_doc = _single(documents, GatewayResponsesPolicy, issues)
+    cors_doc = _single(documents, CorsPolicy, issues)
+    ov_doc = _single(documents, OriginVerifyPolicy, issues)
     api = api_doc.model if api_doc else ApiPolicy(kind="Api")
     assert isinstance(api, ApiPolicy)
-    gr = gr_docs[0].model if gr_docs else None
-    assert gr is None or isinstance(gr, GatewayResponsesPolicy)
 
     def enforced(doc_mode: Mode | None) -> bool:
         return (doc_mode or global_mode) == "enforce"
 
-    slots: dict[str, list[PluginSlot]] = {m: [] for m in CHECKPOINT_METHODS}
-    router = RouterPlugin(api, api_doc.source_of("routes") if api_doc else "<default>")
-    for method, slot in slots_for(router, enforced=enforced(api.mode), source=router.source).items():
-        slots[method].append(slot)
+    # Built-in concerns in pipeline order: the origin secret before anything spends work, CORS
+    # preflights before routing (browsers preflight paths that have no OPTIONS route), then routing.
+    builtins: list[tuple[object, bool, str]] = []
+    if ov_doc is not None:
+        ov = ov_doc.model
+        assert isinstance(ov, OriginVerifyPolicy)
+        _check_route_refs(ov_doc, "exempt_routes", ov.exempt_routes, api, issues)
+        builtins.append((OriginVerify(ov, ov_doc.source), enforced(ov.mode), ov_doc.source))
+    if cors_doc is not None:
+        cors = cors_doc.model
+        assert isinstance(cors, CorsPolicy)
+        _check_route_refs(cors_doc, "routes", list(cors.routes), api, issues)
+        builtins.append(
+            (Cors(cors, cors_doc.source, enforced=enforced(cors.mode)), enforced(cors.mode), cors_doc.source)
+        )
+    routes_source = api_doc.source_of("routes") if api_doc else "<default>"
+    builtins.append((RouterPlugin(routes_source), enforced(api.mode), routes_source))
+
+    user: list[tuple[object, bool, str]] = []
     for doc in documents:
         if not isinstance(doc.model, PluginPolicy):
             continue
@@ -79,17 +113,34 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -
                 plugin.name = doc.model.name  # type: ignore[attr-defined]
             except AttributeError:
                 pass
-        for method, slot in slots_for(plugin, enforced=enforced(doc.model.mode), source=doc.source).items():
-            slots[method].append(slot)
+        user.append((plugin, enforced(doc.model.mode), doc.source))
     if issues:
         raise PolicyError(issues)
+
+    compiled = [
+        (slots_for(plugin, enforced=is_enforced, source=source), is_builtin)
+        for group, is_builtin in ((builtins, True), (user, False))
+        for plugin, is_enforced, source in group
+    ]
+    slots: dict[str, list[PluginSlot]] = {m: [] for m in CHECKPOINT_METHODS}
+    for methods, _ in compiled:  # request side: built-ins first, in pipeline order
+        for method, slot in methods.items():
+            if method != "method_response":
+                slots[method].append(slot)
+    # Method response: user plugins first, so the built-ins (CORS) decorate the final answer.
+    for methods, _ in sorted(compiled, key=lambda c: c[1]):
+        if "method_response" in methods:
+            slots["method_response"].append(methods["method_response"])
+    secrets = tuple(_secrets(d.model for d in documents))
     return PolicySet(
         api=api,
         api_source=api_doc.source if api_doc else None,
-        responder=Responder(gr),
+        router=Router(api.route_keys()),
+        responder=Responder(gr_doc.model if gr_doc else None),  # type: ignore[arg-type]
         plugins={k: tuple(v) for k, v in slots.items()},
         documents=tuple(documents),
-        secrets=tuple(_secrets(d.model for d in documents)),
+        secrets=secrets,
+        watched_files=tuple(s.path for s in secrets if s.path is not None),
     )
 
 

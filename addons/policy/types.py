@@ -125,11 +125,12 @@ HttpUrl = Annotated[str, BeforeValidator(_check_http_url)]
 class Secret:
     """A resolved secret. Its text form never shows the value: logs, traces and errors stay clean."""
 
-    __slots__ = ("_value", "origin")
+    __slots__ = ("_value", "origin", "path")
 
-    def __init__(self, value: str, origin: str) -> None:
+    def __init__(self, value: str, origin: str, path: Path | None = None) -> None:
         self._value = value
         self.origin = origin  # "env:NAME" or "file:path": safe to show
+        self.path = path  # the file it was read from, watched for changes (rotation)
 
     def reveal(self) -> str:
         return self._value
@@ -185,4 +186,4 @@ class SecretRef(PolicyModel):
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ValueError(f"cannot read secret file {self.secret_file} ({e.strerror})") from None
-        return Secret(text.rstrip("\r\n"), f"file:{self.secret_file}")
+        return Secret(text.rstrip("\r\n"), f"file:{self.secret_file}", path.resolve())

@@ -1,0 +1,249 @@
+"""CORS as the Fetch standard defines it. Checkpoints: method request (preflights), method response
+(every answer). Policy: ``kind: Cors`` (API-wide, with per-route overrides).
+
+- Preflights (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) are answered by
+  the gateway and never forwarded: 204 with the ``Access-Control-Allow-*`` headers when origin,
+  method, headers (and Private Network Access) pass; otherwise 403 without any of them, the
+  trace naming the failed check.
+- Every other answer from an allowed origin gets ``Access-Control-Allow-Origin`` (and credentials,
+  expose headers), the backend's own CORS headers replaced (one owner), gateway errors included:
+  a browser then shows the real 401/403/429/5xx instead of a CORS failure.
+- ``Vary: Origin`` is merged into every answer whose headers depend on the origin.
+- Report mode: the decision is traced and counted, headers are emitted as if allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import http
+
+from addons.decision import Answer, Exchange, Flag, Reject
+from addons.policy.models import CORS_SAFELISTED_METHODS, CorsPolicy, CorsSettings, normalise_origin
+
+ACAO = "access-control-allow-origin"
+ACAC = "access-control-allow-credentials"
+ACAM = "access-control-allow-methods"
+ACAH = "access-control-allow-headers"
+ACEH = "access-control-expose-headers"
+ACMA = "access-control-max-age"
+ACAPN = "access-control-allow-private-network"
+OWNED = (ACAO, ACAC, ACAM, ACAH, ACEH, ACMA, ACAPN)
+# Fetch: Authorization is never covered by a wildcard in Access-Control-Allow-Headers.
+NON_WILDCARD_HEADERS = frozenset({"authorization"})
+PREFLIGHT_VARY = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
+PREFLIGHT_MARK = "cors_preflight"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCors:
+    """One set of CORS settings (API-wide or a route's), ready for request-time lookups."""
+
+    exact: frozenset[str]
+    wildcards: tuple[tuple[str, str, str], ...]  # (scheme, ".suffix", ":port" or "")
+    regexes: tuple[Any, ...]  # compiled RE2, full match
+    any_origin: bool
+    allow_null: bool
+    methods: frozenset[str]
+    any_method: bool  # "*" and no credentials
+    headers: frozenset[str]
+    any_header: bool  # "*" and no credentials
+    methods_value: str
+    headers_value: str
+    expose_value: str
+    credentials: bool
+    max_age: str | None
+    private_network: bool
+
+    @property
+    def origin_independent(self) -> bool:
+        """``*`` for everyone: the answer does not vary with Origin."""
+        return self.any_origin and not self.credentials
+
+    def origin_allowed(self, origin: str) -> bool:
+        if origin == "null":
+            return self.allow_null
+        if self.any_origin:
+            return normalise_origin(origin) is not None
+        norm = normalise_origin(origin)
+        if norm is None:
+            return False
+        if norm in self.exact:
+            return True
+        scheme, _, hostport = norm.partition("://")
+        host, _, port = hostport.partition(":") if not hostport.startswith("[") else (hostport, "", "")
+        port_part = f":{port}" if port else ""
+        for w_scheme, suffix, w_port in self.wildcards:
+            # one or more labels before the suffix: "a.example.com", "a.b.example.com", never "example.com"
+            if scheme == w_scheme and port_part == w_port and host.endswith(suffix) and len(host) > len(suffix):
+                return True
+        return any(r.fullmatch(norm) or r.fullmatch(origin) for r in self.regexes)
+
+    def allow_origin_value(self, origin: str) -> str:
+        return "*" if self.origin_independent else origin
+
+
+def compile_settings(base: CorsPolicy, override: CorsSettings | None = None) -> CompiledCors:
+    def pick(name: str) -> Any:
+        value = getattr(override, name, None) if override is not None else None
+        return value if value is not None else getattr(base, name)
+
+    credentials: bool = pick("allow_credentials")
+    exact: set[str] = set()
+    wildcards: list[tuple[str, str, str]] = []
+    regexes: list[Any] = []
+    any_origin = allow_null = False
+    for entry in pick("allow_origins"):
+        if not isinstance(entry, str):
+            regexes.append(entry.regex)
+        elif entry == "*":
+            any_origin = True
+        elif entry == "null":
+            allow_null = True
+        elif "://*." in entry:
+            scheme, _, rest = entry.partition("://*.")
+            host, _, port = rest.partition(":")
+            default = {"http": "80", "https": "443"}[scheme]
+            wildcards.append((scheme, "." + host, f":{int(port)}" if port and port != default else ""))
+        else:
+            norm = normalise_origin(entry)
+            assert norm is not None  # validated at load
+            exact.add(norm)
+    methods = [m.upper() for m in pick("allow_methods")]
+    headers = [h.lower() for h in pick("allow_headers")]
+    expose = list(pick("expose_headers"))
+    max_age = pick("max_age")
+    return CompiledCors(
+        exact=frozenset(exact),
+        wildcards=tuple(wildcards),
+        regexes=tuple(regexes),
+        any_origin=any_origin,
+        allow_null=allow_null,
+        methods=frozenset(m for m in methods if m != "*"),
+        any_method="*" in methods and not credentials,
+        headers=frozenset(h for h in headers if h != "*"),
+        any_header="*" in headers and not credentials,
+        methods_value=", ".join(methods),
+        headers_value=", ".join(headers),
+        expose_value=", ".join(expose),
+        credentials=credentials,
+        max_age=str(int(max_age)) if max_age is not None else None,
+        private_network=pick("allow_private_network"),
+    )
+
+
+def merge_vary(headers: http.Headers, *names: str) -> None:
+    """Add names to Vary without replacing what is there (``Vary: Accept`` stays)."""
+    existing = [v.strip() for value in headers.get_all("vary") for v in value.split(",") if v.strip()]
+    if "*" in existing:
+        return
+    lower = {v.lower() for v in existing}
+    added = [n for n in names if n.lower() not in lower]
+    if added:
+        headers["vary"] = ", ".join(existing + added)
+
+
+class Cors:
+    name = "cors"
+
+    def __init__(self, policy: CorsPolicy, source: str, *, enforced: bool) -> None:
+        self.source = source
+        self.enforced = enforced
+        self._base = compile_settings(policy)
+        self._routes = {key: compile_settings(policy, override) for key, override in policy.routes.items()}
+
+    def _settings(self, route_key: str | None) -> CompiledCors:
+        return self._routes.get(route_key, self._base) if route_key is not None else self._base
+
+    # -- method request: preflights -------------------------------------------------------------
+
+    def method_request(self, ex: Exchange) -> Answer | Reject | None:
+        req = ex.request
+        if req.method != "OPTIONS":
+            return None
+        origin = req.headers.get("origin")
+        requested_method = req.headers.get("access-control-request-method")
+        if origin is None or requested_method is None:
+            return None  # a plain OPTIONS request: routed like any other
+        ex.vars[PREFLIGHT_MARK] = True
+        route = ex.route_for(requested_method.strip().upper())
+        settings = self._settings(route.key if route else None)
+        requested_headers = [
+            h.strip().lower() for h in req.headers.get("access-control-request-headers", "").split(",") if h.strip()
+        ]
+        private = req.headers.get("access-control-request-private-network", "").lower() == "true"
+        failed = self._preflight_failure(settings, origin, requested_method.strip().upper(), requested_headers, private)
+        answer = self._preflight_answer(settings, origin, private)
+        if failed is None:
+            return answer
+        return Reject("ACCESS_DENIED", reason=failed, source=self.source, report_answer=answer)
+
+    @staticmethod
+    def _preflight_failure(s: CompiledCors, origin: str, method: str, headers: list[str], private: bool) -> str | None:
+        if not s.origin_allowed(origin):
+            return "cors_origin_denied"
+        if not (method in s.methods or method in CORS_SAFELISTED_METHODS or s.any_method):
+            return "cors_method_denied"
+        for h in headers:
+            if h in s.headers:
+                continue
+            if s.any_header and h not in NON_WILDCARD_HEADERS:
+                continue
+            return "cors_header_denied"
+        if private and not s.private_network:
+            return "cors_private_network_denied"
+        return None
+
+    @staticmethod
+    def _preflight_answer(s: CompiledCors, origin: str, private: bool) -> Answer:
+        headers = [(ACAO, s.allow_origin_value(origin))]
+        if s.credentials:
+            headers.append((ACAC, "true"))
+        if s.methods_value:
+            headers.append((ACAM, s.methods_value))
+        if s.headers_value:
+            headers.append((ACAH, s.headers_value))
+        if s.max_age is not None:
+            headers.append((ACMA, s.max_age))
+        if private and s.private_network:
+            headers.append((ACAPN, "true"))
+        headers.append(("vary", ", ".join(PREFLIGHT_VARY)))
+        return Answer(204, "cors_preflight", tuple(headers))
+
+    # -- method response: every answer ----------------------------------------------------------
+
+    def method_response(self, ex: Exchange) -> Flag | None:
+        response = ex.response
+        if response is None:
+            return None
+        if ex.vars.get(PREFLIGHT_MARK):
+            # The preflight answer carries its own headers; a refused one gets none of them.
+            if ex.answered_by is None:
+                for name in OWNED:
+                    response.headers.pop(name, None)
+            merge_vary(response.headers, *PREFLIGHT_VARY)
+            return None
+        for name in OWNED:  # one owner: the backend's CORS headers never reach the client
+            response.headers.pop(name, None)
+        route = ex.route
+        settings = self._settings(route.key if route else None)
+        if not settings.origin_independent:
+            merge_vary(response.headers, "Origin")
+        origin = ex.request.headers.get("origin")
+        if origin is None:
+            return None
+        if settings.origin_allowed(origin):
+            self._decorate(response, settings, origin)
+            return None
+        if not self.enforced:
+            self._decorate(response, settings, origin)  # report mode: as if allowed
+        return Flag("cors_origin_denied")
+
+    @staticmethod
+    def _decorate(response: http.Response, s: CompiledCors, origin: str) -> None:
+        response.headers[ACAO] = s.allow_origin_value(origin)
+        if s.credentials:
+            response.headers[ACAC] = "true"
+        if s.expose_value:
+            response.headers[ACEH] = s.expose_value
