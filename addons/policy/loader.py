@@ -128,14 +128,18 @@ def _load_file(path: Path, shown: str, issues: list[PolicyIssue]) -> Document | 
         validated = model.model_validate(_plain(raw))
     except ValidationError as e:
         errors = e.errors(include_url=False)
-        # A union (plain value or secret reference) reports one error per branch; when a branch
-        # got far enough to say something specific, the bare type mismatches are noise.
-        by_loc: dict[tuple[str | int, ...], list[ErrorDetails]] = {}
+        # A union (plain value or secret reference, origin or {regex: ...}) reports one error per
+        # branch; when a branch got far enough to say something specific about the same value,
+        # the bare type mismatches of the other branches are noise.
+        specific = [_clean_loc(err) for err in errors if not err["type"].endswith("_type")]
+        seen: set[tuple[Any, ...]] = set()
         for err in errors:
-            by_loc.setdefault(_clean_loc(err), []).append(err)
-        for group in by_loc.values():
-            specific = [g for g in group if not g["type"].endswith("_type")] if len(group) > 1 else group
-            for err in specific or group[:1]:
+            loc = _clean_loc(err)
+            if err["type"].endswith("_type") and any(s[: len(loc)] == loc for s in specific):
+                continue
+            key = (loc, err["type"], str(err["msg"]))
+            if key not in seen:
+                seen.add(key)
                 issues.append(_issue_from(err, shown, positions))
         return None
     return Document(shown, validated, positions)
@@ -227,6 +231,10 @@ def _message(err: ErrorDetails) -> str:
         return f"{str(err['msg']).lower()} (got {got!r})"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         return f"{str(err['msg']).lower().replace('input should be', 'must be')} (got {got!r})"
+    if kind == "too_short":
+        return f"must have at least {err.get('ctx', {}).get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must have at most {err.get('ctx', {}).get('max_length')} item(s)"
     if kind == "string_pattern_mismatch":
         return f"invalid value {got!r}: must match {err.get('ctx', {}).get('pattern')}"
     return f"{err['msg']} (got {got!r})" if isinstance(got, str | int | float) else str(err["msg"])
@@ -252,6 +260,18 @@ def _issue_from(err: ErrorDetails, shown: str, positions: PositionMap) -> Policy
 
 
 def _is_union_tag(part: str) -> bool:
-    return part in ("str", "int", "float", "bool", "dict", "list", "[key]") or part.startswith(
-        ("function-", "constrained-", "lax-", "strict-", "json-or-python", "is-instance[", "SecretRef")
+    """pydantic names the branch of a union in the location: a type, a validator or a model name."""
+    return (
+        part in ("str", "int", "float", "bool", "dict", "list", "[key]")
+        or part in _model_names()
+        or part.startswith(("function-", "constrained-", "lax-", "strict-", "json-or-python", "is-instance["))
     )
+
+
+def _model_names() -> frozenset[str]:
+    def walk(cls: type[PolicyModel]) -> Iterator[str]:
+        for sub in cls.__subclasses__():
+            yield sub.__name__
+            yield from walk(sub)
+
+    return frozenset(walk(PolicyModel))
