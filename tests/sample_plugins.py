@@ -59,6 +59,21 @@ class Stamp:
         return None
 
 
+class RejectPath:
+    """Answers a configured path with a configured gateway response type (e.g. THROTTLED)."""
+
+    name = "reject_path"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.path = str(config["path"])
+        self.response_type = str(config["type"])
+
+    def method_request(self, ex: Exchange) -> Reject | None:
+        if ex.path == self.path:
+            return Reject(self.response_type, reason="test_rejection")
+        return None
+
+
 class NotAPlugin:
     def __init__(self, config: Mapping[str, Any]) -> None:
         pass

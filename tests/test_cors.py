@@ -64,10 +64,16 @@ def policy(**fields):
     ],
 )
 def test_origin_matching(origin, allowed):
-    s = compile_settings(policy(
-        allow_origins=["https://app.example.com", "https://*.preview.example.com", "http://localhost:3000",
-                       {"regex": r"https://[a-z0-9-]+\.review\.example\.com"}],
-    ))
+    s = compile_settings(
+        policy(
+            allow_origins=[
+                "https://app.example.com",
+                "https://*.preview.example.com",
+                "http://localhost:3000",
+                {"regex": r"https://[a-z0-9-]+\.review\.example\.com"},
+            ],
+        )
+    )
     assert s.origin_allowed(origin) is allowed
 
 
@@ -78,28 +84,38 @@ def test_null_only_when_listed():
 
 def test_credentials_with_any_origin_is_a_load_error(tmp_path):
     write_policies(tmp_path / "policies", {"cors.yaml": "kind: Cors\nallow_origins: ['*']\nallow_credentials: true\n"})
-    with pytest.raises(PolicyError, match=r"cors\.yaml:1:1: allow_credentials: true cannot be combined with allow_origins '\*'"):
+    with pytest.raises(
+        PolicyError, match=r"cors\.yaml:1:1: allow_credentials: true cannot be combined with allow_origins '\*'"
+    ):
         load_policy_set(tmp_path / "policies")
 
 
 def test_bad_origin_and_regex_and_unknown_route_are_load_errors(tmp_path):
-    write_policies(tmp_path / "policies", {
-        "api.yaml": "kind: Api\nroutes:\n  GET /a: {}\n",
-        "cors.yaml": "kind: Cors\nallow_origins:\n  - https://app.example.com/path\n  - regex: '(unclosed'\n"
-                     "routes:\n  GET /b: {max_age: 5s}\n",
-    })
+    write_policies(
+        tmp_path / "policies",
+        {
+            "api.yaml": "kind: Api\nroutes:\n  GET /a: {}\n",
+            "cors.yaml": "kind: Cors\nallow_origins:\n  - https://app.example.com/path\n  - regex: '(unclosed'\n"
+            "routes:\n  GET /b: {max_age: 5s}\n",
+        },
+    )
     with pytest.raises(PolicyError) as e:
         load_policy_set(tmp_path / "policies")
     lines = str(e.value).splitlines()
     assert lines[0].startswith("policies/cors.yaml:3:5: allow_origins[0]: expected an origin such as")
-    assert lines[1].startswith("policies/cors.yaml:4:12: allow_origins[1].regex: invalid regular expression (missing ): (unclosed)")
+    assert lines[1].startswith(
+        "policies/cors.yaml:4:12: allow_origins[1].regex: invalid regular expression (missing ): (unclosed)"
+    )
 
 
 def test_cors_route_override_must_name_a_declared_route(tmp_path):
-    write_policies(tmp_path / "policies", {
-        "api.yaml": "kind: Api\nroutes:\n  GET /a: {}\n",
-        "cors.yaml": "kind: Cors\nallow_origins: [https://a.example]\nroutes:\n  GET /b: {max_age: 5s}\n",
-    })
+    write_policies(
+        tmp_path / "policies",
+        {
+            "api.yaml": "kind: Api\nroutes:\n  GET /a: {}\n",
+            "cors.yaml": "kind: Cors\nallow_origins: [https://a.example]\nroutes:\n  GET /b: {max_age: 5s}\n",
+        },
+    )
     with pytest.raises(PolicyError, match=r"policies/cors.yaml:4:3: routes: route 'GET /b' is not declared in the Api"):
         load_policy_set(tmp_path / "policies")
 
@@ -111,9 +127,16 @@ def req(method="GET", path="/books", **headers):
 
 async def test_allowed_preflight_is_answered_204_and_not_forwarded(make_gateway, backend):
     _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
-    f = await drive(gate, req("OPTIONS", "/books/7", origin="https://app.example.com",
-                              access_control_request_method="PUT",
-                              access_control_request_headers="Content-Type, X-Api-Key"))
+    f = await drive(
+        gate,
+        req(
+            "OPTIONS",
+            "/books/7",
+            origin="https://app.example.com",
+            access_control_request_method="PUT",
+            access_control_request_headers="Content-Type, X-Api-Key",
+        ),
+    )
     assert f.response.status_code == 204
     h = f.response.headers
     assert h["access-control-allow-origin"] == "https://app.example.com"
@@ -133,8 +156,10 @@ async def test_allowed_preflight_is_answered_204_and_not_forwarded(make_gateway,
         ({"origin": "https://evil.example"}, "cors_origin_denied"),
         ({"origin": "https://app.example.com", "access_control_request_method": "DELETE"}, "cors_method_denied"),
         ({"origin": "https://app.example.com", "access_control_request_headers": "x-other"}, "cors_header_denied"),
-        ({"origin": "https://app.example.com", "access_control_request_private_network": "true"},
-         "cors_private_network_denied"),
+        (
+            {"origin": "https://app.example.com", "access_control_request_private_network": "true"},
+            "cors_private_network_denied",
+        ),
     ],
 )
 async def test_refused_preflight_has_no_allow_headers_and_says_why(make_gateway, backend, headers, reason):
@@ -149,30 +174,53 @@ async def test_refused_preflight_has_no_allow_headers_and_says_why(make_gateway,
 
 
 async def test_simple_methods_need_no_listing_and_max_age_only_when_set(make_gateway, backend):
-    _, gate = make_gateway({"api.yaml": API, "cors.yaml": "kind: Cors\nallow_origins: [https://a.example]\nallow_methods: [PUT]\n"},
-                           upstream=backend.url)
+    _, gate = make_gateway(
+        {"api.yaml": API, "cors.yaml": "kind: Cors\nallow_origins: [https://a.example]\nallow_methods: [PUT]\n"},
+        upstream=backend.url,
+    )
     f = await drive(gate, req("OPTIONS", "/books", origin="https://a.example", access_control_request_method="GET"))
     assert f.response.status_code == 204
     assert "access-control-max-age" not in f.response.headers
     assert "access-control-allow-credentials" not in f.response.headers
 
 
-@pytest.mark.parametrize(("credentials", "header", "ok"), [
-    (False, "x-anything", True), (False, "authorization", False), (True, "x-anything", False),
-])
+@pytest.mark.parametrize(
+    ("credentials", "header", "ok"),
+    [
+        (False, "x-anything", True),
+        (False, "authorization", False),
+        (True, "x-anything", False),
+    ],
+)
 async def test_wildcard_headers_follow_fetch(make_gateway, backend, credentials, header, ok):
     cors = f"kind: Cors\nallow_origins: [https://a.example]\nallow_headers: ['*']\nallow_credentials: {str(credentials).lower()}\n"
     _, gate = make_gateway({"api.yaml": API, "cors.yaml": cors}, upstream=backend.url)
-    f = await drive(gate, req("OPTIONS", "/books", origin="https://a.example", access_control_request_method="GET",
-                              access_control_request_headers=header))
+    f = await drive(
+        gate,
+        req(
+            "OPTIONS",
+            "/books",
+            origin="https://a.example",
+            access_control_request_method="GET",
+            access_control_request_headers=header,
+        ),
+    )
     assert (f.response.status_code == 204) is ok
 
 
 async def test_private_network_preflight_when_opted_in(make_gateway, backend):
     cors = "kind: Cors\nallow_origins: [https://a.example]\nallow_private_network: true\n"
     _, gate = make_gateway({"api.yaml": API, "cors.yaml": cors}, upstream=backend.url)
-    f = await drive(gate, req("OPTIONS", "/books", origin="https://a.example", access_control_request_method="GET",
-                              access_control_request_private_network="true"))
+    f = await drive(
+        gate,
+        req(
+            "OPTIONS",
+            "/books",
+            origin="https://a.example",
+            access_control_request_method="GET",
+            access_control_request_private_network="true",
+        ),
+    )
     assert f.response.status_code == 204 and f.response.headers["access-control-allow-private-network"] == "true"
     g = await drive(gate, req("OPTIONS", "/books", origin="https://a.example", access_control_request_method="GET"))
     assert "access-control-allow-private-network" not in g.response.headers
@@ -183,8 +231,13 @@ async def test_actual_response_headers_replace_the_backends_and_merge_vary(make_
     f = req(origin="https://a.preview.example.com")
     await gate.addons[0].requestheaders(f)
     await gate.addons[0].request(f)
-    f.response = tutils.tresp(headers=((b"vary", b"Accept"), (b"access-control-allow-origin", b"*"),
-                                       (b"access-control-allow-credentials", b"false")))
+    f.response = tutils.tresp(
+        headers=(
+            (b"vary", b"Accept"),
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-credentials", b"false"),
+        )
+    )
     await gate.addons[2].response(f)
     await gate.addons[3].response(f)
     h = f.response.headers
@@ -232,13 +285,17 @@ async def test_any_origin_without_credentials_is_star_and_needs_no_vary(make_gat
 
 async def test_report_mode_emits_headers_as_if_allowed_and_records(make_gateway, backend):
     _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS + "    mode: report\n"}, upstream=backend.url)
-    pre = await drive(gate, req("OPTIONS", "/books", origin="https://evil.example", access_control_request_method="GET"))
+    pre = await drive(
+        gate, req("OPTIONS", "/books", origin="https://evil.example", access_control_request_method="GET")
+    )
     assert pre.response.status_code == 204
     assert pre.response.headers["access-control-allow-origin"] == "https://evil.example"
     assert pre.metadata["sidegate"]["report_only"][0]["reason"] == "cors_origin_denied"
     actual = await drive(gate, req(origin="https://evil.example"))
     assert actual.response.headers["access-control-allow-origin"] == "https://evil.example"
-    assert actual.metadata["sidegate"]["report_only"] == [{"plugin": "cors", "reason": "cors_origin_denied", "rule": None}]
+    assert actual.metadata["sidegate"]["report_only"] == [
+        {"plugin": "cors", "reason": "cors_origin_denied", "rule": None}
+    ]
     metrics = gate.metrics.render().decode()
     assert 'sidegate_rejections_total{enforced="false",plugin="cors",reason="cors_origin_denied"} 2.0' in metrics
 

@@ -341,3 +341,20 @@ def test_http2_over_tls_gets_the_same_gateway_answers(sidecar, tmp_path):
         assert (version, status) == ("HTTP/2", 413)
         assert json.loads(body) == {"message": "Request Too Long"}
         assert headers["x-amzn-errortype"] == "BadRequestException" and headers["x-amzn-requestid"]
+
+
+def test_mitmproxys_own_errors_carry_cors_headers(sidecar):
+    cors = "kind: Cors\nallow_origins: [https://app.example]\n"
+    sc = sidecar({"api.yaml": API, "cors.yaml": cors}, sets=["--set", "body_size_limit=1k"])
+    big = sc.get("/books", method="POST", body=b"x" * 5000, headers={"origin": "https://app.example"})
+    assert big.status == 413
+    assert big.headers["access-control-allow-origin"] == "https://app.example" and big.headers["vary"] == "Origin"
+    chunk = b"a" * 600
+    chunked = raw(
+        sc.port,
+        b"POST /books HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(4))
+        + b"0\r\n\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 413") and b"access-control-allow-origin: https://app.example" in chunked

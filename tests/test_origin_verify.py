@@ -33,8 +33,9 @@ def secrets(monkeypatch):
 
 
 def req(path="/books", method="GET", *headers):
-    return tflow.tflow(req=tutils.treq(method=method.encode(), path=path.encode(),
-                                       headers=((b"host", b"api.example"), *headers)))
+    return tflow.tflow(
+        req=tutils.treq(method=method.encode(), path=path.encode(), headers=((b"host", b"api.example"), *headers))
+    )
 
 
 @pytest.mark.parametrize("secret", [CURRENT, PREVIOUS])
@@ -47,12 +48,15 @@ async def test_current_and_previous_secret_pass_and_never_reach_the_backend(make
     assert secret not in json.dumps(f.metadata) + f.comment + (tmp_path / "access.log").read_text()
 
 
-@pytest.mark.parametrize(("headers", "reason"), [
-    ((), "origin_secret_missing"),
-    (((b"x-origin-verify", b"wrong"),), "origin_secret_mismatch"),
-    (((b"x-origin-verify", CURRENT.encode() + b"x"),), "origin_secret_mismatch"),
-    (((b"x-origin-verify", CURRENT.encode()), (b"x-origin-verify", b"other")), "origin_secret_mismatch"),
-])
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ((), "origin_secret_missing"),
+        (((b"x-origin-verify", b"wrong"),), "origin_secret_mismatch"),
+        (((b"x-origin-verify", CURRENT.encode() + b"x"),), "origin_secret_mismatch"),
+        (((b"x-origin-verify", CURRENT.encode()), (b"x-origin-verify", b"other")), "origin_secret_mismatch"),
+    ],
+)
 async def test_missing_or_wrong_secret_is_403_before_other_plugins(make_gateway, backend, headers, reason):
     _, gate = make_gateway({"api.yaml": API, "origin.yaml": ORIGIN, "deny.yaml": DENY}, upstream=backend.url)
     f = await drive(gate, req("/nope", "GET", (b"x-deny", b"1"), *headers))
@@ -77,8 +81,10 @@ async def test_preflights_pass_only_when_the_policy_says_so(make_gateway, backen
     _, gate = make_gateway({"api.yaml": API, "origin.yaml": ORIGIN, "cors.yaml": cors}, upstream=backend.url)
     f = await drive(gate, req("/books", "OPTIONS", *preflight))
     assert f.response.status_code == 403
-    _, gate2 = make_gateway({"api.yaml": API, "origin.yaml": ORIGIN + "    allow_preflight: true\n", "cors.yaml": cors},
-                            upstream=backend.url)
+    _, gate2 = make_gateway(
+        {"api.yaml": API, "origin.yaml": ORIGIN + "    allow_preflight: true\n", "cors.yaml": cors},
+        upstream=backend.url,
+    )
     g = await drive(gate2, req("/books", "OPTIONS", *preflight))
     assert g.response.status_code == 204
     h = await drive(gate2, req("/books", "GET", (b"origin", b"https://app.example")))
