@@ -137,9 +137,9 @@ def _load_file(path: Path, shown: str, issues: list[PolicyIssue]) -> Document | 
             loc = _clean_loc(err)
             if err["type"].endswith("_type") and any(s[: len(loc)] == loc for s in specific):
                 continue
-            key = (loc, err["type"], str(err["msg"]))
-            if key not in seen:
-                seen.add(key)
+            signature = (loc, err["type"], str(err["msg"]))
+            if signature not in seen:
+                seen.add(signature)
                 issues.append(_issue_from(err, shown, positions))
         return None
     return Document(shown, validated, positions)
