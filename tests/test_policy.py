@@ -346,7 +346,10 @@ def test_schema_command_prints_json_schema_of_every_kind():
     assert set(doc["discriminator"]["mapping"]) == {"Api", "GatewayResponses", "Plugin", "Cors", "OriginVerify"}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted([*(ROOT / "policies").glob("*.yaml"), *(ROOT / "docs" / "examples").glob("*.yaml")]),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
 def test_every_shipped_policy_file_matches_the_schema(path):
     from ruamel.yaml import YAML
 
