@@ -55,6 +55,7 @@ class Flag:
 
     reason: str
     rule: str | None = None
+    report_only: bool = False  # a would-be refusal of a report-mode part of an enforced plugin
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ class Exchange:
     checkpoint_us: dict[str, int] = field(default_factory=dict)
     trace: list[dict[str, Any]] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)  # plugin scratch space, per request
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin -> plain data for its trace entry
     finished: bool = False
 
     @property

@@ -49,20 +49,25 @@ def trace_entry(
     source: str | None = None,
     status: int | None = None,
     reason: str | None = None,
+    rule: str | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One plain-data trace entry (mitmproxy serialises metadata when flows are saved)."""
-    return {
+    entry: dict[str, Any] = {
         "checkpoint": checkpoint,
         "plugin": plugin,
         "outcome": outcome,
         "reason": reject.reason if reject else reason,
-        "rule": reject.rule if reject else None,
+        "rule": reject.rule if reject else rule,
         "response_type": reject.response_type if reject else None,
         "status": status,
         "source": (reject.source if reject and reject.source else source),
         "enforced": enforced,
         "us": us,
     }
+    if detail:
+        entry["detail"] = detail  # plugin-specific plain data (e.g. throttle tiers and tokens)
+    return entry
 
 
 async def run_plugins(
@@ -99,22 +104,48 @@ async def run_plugins(
             apply_answer(ex, slot.name, result)
             return
         if isinstance(result, Flag):
+            enforced = slot.enforced and not result.report_only
             ex.trace.append(
                 trace_entry(
-                    checkpoint, slot.name, "flag", us, enforced=slot.enforced, source=slot.source, reason=result.reason
+                    checkpoint,
+                    slot.name,
+                    "flag",
+                    us,
+                    enforced=enforced,
+                    source=slot.source,
+                    reason=result.reason,
+                    rule=result.rule,
+                    detail=ex.details.pop(slot.name, None),
                 )
             )
-            gate.metrics.rejection(slot.name, result.reason, slot.enforced)
-            (ex.flags if slot.enforced else ex.report_only).append((slot.name, result))
+            gate.metrics.rejection(slot.name, result.reason, enforced)
+            (ex.flags if enforced else ex.report_only).append((slot.name, result))
             continue
         if result is None:
             ex.trace.append(
-                trace_entry(checkpoint, slot.name, "continue", us, enforced=slot.enforced, source=slot.source)
+                trace_entry(
+                    checkpoint,
+                    slot.name,
+                    "continue",
+                    us,
+                    enforced=slot.enforced,
+                    source=slot.source,
+                    detail=ex.details.pop(slot.name, None),
+                )
             )
             continue
         assert isinstance(result, Reject), f"plugin {slot.name} returned {type(result).__name__}"
         ex.trace.append(
-            trace_entry(checkpoint, slot.name, "reject", us, enforced=slot.enforced, reject=result, source=slot.source)
+            trace_entry(
+                checkpoint,
+                slot.name,
+                "reject",
+                us,
+                enforced=slot.enforced,
+                reject=result,
+                source=slot.source,
+                detail=ex.details.pop(slot.name, None),
+            )
         )
         gate.metrics.rejection(slot.name, result.reason, slot.enforced)
         if not slot.enforced:

@@ -6,10 +6,11 @@ document against the model its ``kind`` names.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from addons.gateway_responses import RESPONSE_TYPES
 from addons.policy.types import Duration, HttpUrl, Mode, PolicyModel, Regex, Secret
@@ -252,10 +253,64 @@ class OriginVerifyPolicy(PolicyModel):
     )
 
 
+# -- throttles (addons/throttle/) -------------------------------------------------------------
+
+_CLIENT_KEY = re.compile(r"^(ip|client_cert_subject|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+
+
+def _client_key(value: str) -> str:
+    if not _CLIENT_KEY.match(value):
+        raise ValueError(f"expected ip, client_cert_subject or header:<name> (got {value!r})")
+    return value.lower()
+
+
+def _cidr(value: Any) -> Any:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise ValueError(f"invalid IP network {value!r}") from None
+
+
+Cidr = Annotated[Any, BeforeValidator(_cidr), WithJsonSchema({"type": "string", "description": "IPv4/IPv6 CIDR"})]
+
+
+class RateLimit(PolicyModel):
+    """A token bucket: ``rate`` requests per second refill, ``burst`` capacity."""
+
+    rate: Annotated[float, Field(gt=0, le=1_000_000)]
+    # Refill is continuous, so a burst below the rate still sustains the rate (API Gateway's own
+    # account default is 10,000/s with a burst of 5,000); a bucket must hold at least one token.
+    burst: Annotated[int, Field(ge=1, le=10_000_000)]
+    mode: Mode | None = None
+    key: list[Annotated[str, AfterValidator(_client_key)]] = Field(
+        default_factory=list,
+        description="Per-client buckets keyed by ip, header:<name>, client_cert_subject, or a composite.",
+    )
+
+
+class ThrottlePolicy(PolicyModel):
+    kind: Literal["Throttle"]
+    mode: Mode | None = None
+    store: Literal["memory"] = "memory"
+    max_buckets: Annotated[int, Field(ge=100, le=100_000_000)] = 100_000
+    account: RateLimit = Field(
+        default_factory=lambda: RateLimit(rate=10_000, burst=5_000),
+        description="API Gateway's account tier: 10,000 requests/s, burst 5,000.",
+    )
+    stage: RateLimit | None = None
+    routes: dict[RouteKeyText, RateLimit] = Field(default_factory=dict)
+    trusted_proxies: list[Cidr] = Field(
+        default_factory=list, description="Peers whose X-Forwarded-For is believed (per-client ip keys)."
+    )
+    rate_limit_headers: bool = Field(default=True, description="RateLimit-Policy / RateLimit on 429 answers.")
+    rate_limit_headers_on_success: bool = False
+
+
 KINDS: dict[str, type[PolicyModel]] = {
     "Api": ApiPolicy,
     "GatewayResponses": GatewayResponsesPolicy,
     "Plugin": PluginPolicy,
     "Cors": CorsPolicy,
     "OriginVerify": OriginVerifyPolicy,
+    "Throttle": ThrottlePolicy,
 }

@@ -23,10 +23,12 @@ from addons.policy.models import (
     GatewayResponsesPolicy,
     OriginVerifyPolicy,
     PluginPolicy,
+    ThrottlePolicy,
 )
 from addons.policy.types import Mode, PolicyModel, Secret
 from addons.router import RouterPlugin
 from addons.routing import Router
+from addons.throttle import Throttle
 
 _generations = itertools.count(1)
 
@@ -97,6 +99,15 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -
         )
     routes_source = api_doc.source_of("routes") if api_doc else "<default>"
     builtins.append((RouterPlugin(routes_source), enforced(api.mode), routes_source))
+    throttle_doc = _single(documents, ThrottlePolicy, issues)
+    if throttle_doc is not None:
+        throttle = throttle_doc.model
+        assert isinstance(throttle, ThrottlePolicy)
+        _check_route_refs(throttle_doc, "routes", list(throttle.routes), api, issues)
+        throttle_enforced = enforced(throttle.mode)
+        builtins.append(
+            (Throttle(throttle, api, throttle_doc.source, enforced=throttle_enforced), True, throttle_doc.source)
+        )
 
     user: list[tuple[object, bool, str]] = []
     for doc in documents:

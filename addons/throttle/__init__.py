@@ -1,0 +1,141 @@
+"""Tiered throttles. Checkpoints: method request (decide), method response (RateLimit headers).
+Policy: ``kind: Throttle``.
+
+Every request must find a token in each applicable bucket: the account tier, the stage default,
+the route's own, each optionally per client (ip behind trusted proxies, a header, the verified
+client certificate subject, or a composite). Refused: 429 ``{"message":"Too Many Requests"}``
+(THROTTLED) with ``Retry-After`` (whole seconds, at least 1) and the IETF ``RateLimit-Policy`` /
+``RateLimit`` headers of the most restrictive tier. A tier in report mode never refuses; its
+would-be refusals are traced and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+
+from addons.clientip import client_ip
+from addons.decision import Exchange, Flag, Reject
+from addons.policy.models import ApiPolicy, RateLimit, ThrottlePolicy
+from addons.throttle.buckets import BucketResult, BucketSpec, Decision, MemoryStore
+
+RATELIMIT_VAR = "throttle_ratelimit_headers"
+
+
+class Throttle:
+    name = "throttle"
+
+    def __init__(
+        self,
+        policy: ThrottlePolicy,
+        api: ApiPolicy,
+        source: str,
+        *,
+        enforced: bool,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.source = source
+        self._prefix = f"{api.name}:{api.stage}"
+        self._clock = clock
+        self._store = MemoryStore(policy.max_buckets)
+        self._trusted = tuple(policy.trusted_proxies)
+        self._headers = policy.rate_limit_headers
+        self._headers_on_success = policy.rate_limit_headers_on_success
+
+        def tier(name: str, limit: RateLimit) -> tuple[str, RateLimit, bool]:
+            return name, limit, (limit.mode or policy.mode or ("enforce" if enforced else "report")) == "enforce"
+
+        self._common = [tier("account", policy.account)]
+        if policy.stage is not None:
+            self._common.append(tier("stage", policy.stage))
+        self._routes = {key: tier("route", limit) for key, limit in policy.routes.items()}
+
+    @property
+    def store(self) -> MemoryStore:
+        return self._store
+
+    def _client_key(self, ex: Exchange, parts: list[str]) -> str:
+        values = []
+        for part in parts:
+            if part == "ip":
+                peer = ex.flow.client_conn.peername[0] if ex.flow.client_conn.peername else None
+                values.append(client_ip(peer, ex.request.headers.get_all("x-forwarded-for"), self._trusted))
+            elif part == "client_cert_subject":
+                cert = ex.flow.client_conn.certificate_list
+                values.append(cert[0].subject_str if cert else "")  # type: ignore[attr-defined]
+            else:
+                values.append(ex.request.headers.get(part.removeprefix("header:"), ""))
+        # Hashed: keys are stored and traced, and client values (tokens in headers) stay private.
+        return hashlib.sha256("\x00".join(values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+    def specs(self, ex: Exchange) -> list[BucketSpec]:
+        tiers = list(self._common)
+        route = ex.route
+        if route is not None and route.key in self._routes:
+            tiers.append(self._routes[route.key])
+        out = []
+        for name, limit, enforced in tiers:
+            key = f"{self._prefix}:{name}" if name != "route" else f"{self._prefix}:route:{route.key if route else ''}"
+            if limit.key:
+                key += ":" + self._client_key(ex, limit.key)
+            out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced))
+        return out
+
+    def method_request(self, ex: Exchange) -> Reject | Flag | None:
+        now = self._clock() if self._clock is not None else time.monotonic()
+        decision = self._store.acquire(self.specs(ex), now)
+        ex.details[self.name] = {"tiers": [_trace(r) for r in decision.results]}
+        headers = _ratelimit_headers(decision) if self._headers else ()
+        refused = decision.refused_by
+        if refused is not None:
+            retry = max(1, math.ceil(decision.retry_after))
+            return Reject(
+                "THROTTLED",
+                reason="rate_limited",
+                rule=f"throttle/{refused.spec.tier}",
+                source=self.source,
+                headers=(("retry-after", str(retry)), *headers),
+            )
+        if self._headers_on_success and headers:
+            ex.vars[RATELIMIT_VAR] = headers
+        would = next((r for r in decision.results if not r.spec.enforced and not r.allowed), None)
+        if would is not None:
+            return Flag("rate_limited", rule=f"throttle/{would.spec.tier}", report_only=True)
+        return None
+
+    def method_response(self, ex: Exchange) -> None:
+        headers = ex.vars.get(RATELIMIT_VAR)
+        if headers and ex.response is not None and ex.rejection is None:
+            for name, value in headers:
+                ex.response.headers[name] = value
+
+
+def _trace(r: BucketResult) -> dict[str, object]:
+    return {
+        "tier": r.spec.tier,
+        "key": r.spec.key,
+        "rate": r.spec.rate,
+        "burst": r.spec.burst,
+        "tokens_before": round(r.tokens_before, 3),
+        "tokens_after": round(r.tokens_after, 3),
+        "allowed": r.allowed,
+        "enforced": r.spec.enforced,
+    }
+
+
+def _ratelimit_headers(decision: Decision) -> tuple[tuple[str, str], ...]:
+    """IETF RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers) for the tightest tier."""
+    enforced = [r for r in decision.results if r.spec.enforced]
+    if not enforced:
+        return ()
+    tight = min(enforced, key=lambda r: (r.tokens_after, -r.retry_after))
+    spec = tight.spec
+    window = max(1, math.ceil(spec.burst / spec.rate))  # time to refill an empty bucket
+    remaining = max(0, math.floor(tight.tokens_after))
+    reset = 0 if tight.tokens_after >= 1 else max(1, math.ceil((1 - tight.tokens_after) / spec.rate))
+    return (
+        ("ratelimit-policy", f'"{spec.tier}";q={spec.burst};w={window}'),
+        ("ratelimit", f'"{spec.tier}";r={remaining};t={reset}'),
+    )

@@ -1,0 +1,107 @@
+"""Token buckets with API Gateway's semantics, and the in-memory store.
+
+``rate`` is the steady refill in requests per second (fractions allowed), ``burst`` the bucket
+capacity; a new bucket starts full. A request must find a token in every applicable enforced
+bucket; it then takes one from each, and otherwise from none (a request refused by one tier never
+burns tokens of the others, so refused requests never count against a client). Report-only
+buckets are evaluated the same way but never decide: they take a token when they have one, and
+report a would-be refusal when they do not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+DEFAULT_MAX_BUCKETS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    key: str  # store key, e.g. "bookstore:prod:route:GET /books"; secrets never appear in it
+    tier: str  # "account", "stage", "route", "plan", "plan_route"
+    rate: float
+    burst: int
+    enforced: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BucketResult:
+    spec: BucketSpec
+    tokens_before: float
+    tokens_after: float
+    allowed: bool  # this bucket had a token
+    retry_after: float  # seconds until it has one (0 when allowed)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    admitted: bool
+    results: tuple[BucketResult, ...]
+
+    @property
+    def refused_by(self) -> BucketResult | None:
+        return next((r for r in self.results if r.spec.enforced and not r.allowed), None)
+
+    @property
+    def retry_after(self) -> float:
+        waits = [r.retry_after for r in self.results if r.spec.enforced and not r.allowed]
+        return max(waits) if waits else 0.0
+
+
+def refill(tokens: float, updated: float, now: float, rate: float, burst: int) -> float:
+    if now <= updated:
+        return tokens
+    return min(float(burst), tokens + (now - updated) * rate)
+
+
+def wait_for_token(tokens: float, rate: float) -> float:
+    if tokens >= 1.0:
+        return 0.0
+    return math.inf if rate <= 0 else (1.0 - tokens) / rate
+
+
+def decide(
+    specs: list[BucketSpec], states: list[tuple[float, float] | None], now: float
+) -> tuple[Decision, list[float]]:
+    """Pure decision over all tiers: (decision, tokens to store per bucket)."""
+    current = [
+        float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
+        for spec, state in zip(specs, states, strict=True)
+    ]
+    admitted = all(tokens >= 1.0 for spec, tokens in zip(specs, current, strict=True) if spec.enforced)
+    after = [tokens - 1.0 if admitted and tokens >= 1.0 else tokens for tokens in current]
+    results = tuple(
+        BucketResult(spec, before, left, before >= 1.0, wait_for_token(before, spec.rate))
+        for spec, before, left in zip(specs, current, after, strict=True)
+    )
+    return Decision(admitted, results), after
+
+
+class MemoryStore:
+    """Buckets in this process, bounded: least recently used buckets are evicted beyond
+    ``max_buckets`` (an evicted bucket comes back full, as a new one does)."""
+
+    name = "memory"
+
+    def __init__(self, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
+        self.max_buckets = max_buckets
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def acquire(self, specs: list[BucketSpec], now: float) -> Decision:
+        buckets = self._buckets
+        states = [buckets.get(spec.key) for spec in specs]
+        decision, after = decide(specs, states, now)
+        for spec, tokens in zip(specs, after, strict=True):
+            buckets[spec.key] = (tokens, now)
+            buckets.move_to_end(spec.key)
+        while len(buckets) > self.max_buckets:
+            buckets.popitem(last=False)
+        return decision
+
+    def peek(self, key: str) -> tuple[float, float] | None:
+        return self._buckets.get(key)
