@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("directory", nargs="?", default="policies")
     p.add_argument("--mode", choices=("enforce", "report"), default="enforce")
     sub.add_parser("schema", help="print the JSON Schema of policy documents")
+    p = sub.add_parser("certs", help="create a development PKI (CA, intermediate, server and client certs, CRL)")
+    p.add_argument("folder", nargs="?", type=Path, default=Path("certs/dev"))
+    p.add_argument("--force", action="store_true", help="overwrite an existing development PKI")
     p = sub.add_parser("demo-backend", help="run only the demo backend")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
@@ -222,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0
+    if args.command == "certs":
+        from addons import pki
+
+        return pki.run_certs_command(args.folder, args.force)
     from addons import demo
 
     demo.serve(args.host, args.port)

@@ -127,22 +127,38 @@ def _load_file(path: Path, shown: str, issues: list[PolicyIssue]) -> Document | 
     try:
         validated = model.model_validate(_plain(raw))
     except ValidationError as e:
-        errors = e.errors(include_url=False)
-        # A union (plain value or secret reference, origin or {regex: ...}) reports one error per
-        # branch; when a branch got far enough to say something specific about the same value,
-        # the bare type mismatches of the other branches are noise.
-        specific = [_clean_loc(err) for err in errors if not err["type"].endswith("_type")]
         seen: set[tuple[Any, ...]] = set()
-        for err in errors:
+        for err in _prune_union_noise(e.errors(include_url=False)):
             loc = _clean_loc(err)
-            if err["type"].endswith("_type") and any(s[: len(loc)] == loc for s in specific):
-                continue
             signature = (loc, err["type"], str(err["msg"]))
             if signature not in seen:
                 seen.add(signature)
                 issues.append(_issue_from(err, shown, positions))
         return None
     return Document(shown, validated, positions)
+
+
+def _structural(err: ErrorDetails) -> bool:
+    return err["type"] in ("extra_forbidden", "missing") or err["type"].endswith("_type")
+
+
+def _prune_union_noise(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """A union (plain value or secret reference, origin or ``{regex: ...}``) reports errors for
+    every branch. Keep the branch that got furthest: the one with the fewest structural errors
+    (wrong type, unknown or missing keys), so the user reads about the value they meant to write."""
+    kept: list[ErrorDetails] = []
+    groups: dict[tuple[Any, ...], dict[str, list[ErrorDetails]]] = {}
+    for err in errors:
+        loc = err["loc"]
+        tag_at = next((i for i, p in enumerate(loc) if isinstance(p, str) and _is_union_tag(p) and p != "[key]"), None)
+        if tag_at is None:
+            kept.append(err)
+        else:
+            groups.setdefault(tuple(loc[:tag_at]), {}).setdefault(str(loc[tag_at]), []).append(err)
+    for branches in groups.values():
+        best: list[ErrorDetails] = min(branches.values(), key=lambda errs: (sum(map(_structural, errs)), len(errs)))
+        kept.extend(best)
+    return kept
 
 
 def _doc_line(node: Any) -> int:

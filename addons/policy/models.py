@@ -60,6 +60,9 @@ class HttpIntegration(PolicyModel):
 
 class Route(PolicyModel):
     integration: HttpIntegration = Field(default_factory=HttpIntegration)
+    api_key_required: bool = Field(
+        default=False, description="Requests need an x-api-key of a usage plan covering this stage (kind: UsagePlans)."
+    )
 
 
 class ApiPolicy(PolicyModel):
@@ -306,6 +309,76 @@ class ThrottlePolicy(PolicyModel):
     rate_limit_headers_on_success: bool = False
 
 
+# -- API keys, usage plans, quotas (addons/throttle/plans.py) ------------------------------------
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KEY_VALUE = re.compile(r"^[A-Za-z0-9]{20,128}$")
+
+
+class HashedKey(PolicyModel):
+    sha256: str = Field(description="Hex SHA-256 of the key value: the key itself never sits in a file.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not _SHA256.match(v.lower()):
+            raise ValueError("expected 64 hexadecimal characters")
+        return v.lower()
+
+
+def _key_secret(value: Secret) -> Secret:
+    # API Gateway's rule for key values; the message never shows the value.
+    if not _KEY_VALUE.match(value.reveal()):
+        raise ValueError(f"API key from {value.origin} must be 20 to 128 letters and digits")
+    return value
+
+
+class ApiKey(PolicyModel):
+    value: Annotated[Secret, AfterValidator(_key_secret)] | HashedKey
+    plan: str
+    enabled: bool = True
+
+
+class Quota(PolicyModel):
+    limit: Annotated[int, Field(ge=0)]
+    period: Literal["DAY", "WEEK", "MONTH"]
+    offset: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Requests subtracted from the limit in the key's first period."
+    )
+
+    @model_validator(mode="after")
+    def _offset_within_limit(self) -> Quota:
+        if self.offset > self.limit:
+            raise ValueError(f"offset ({self.offset}) cannot exceed limit ({self.limit})")
+        return self
+
+
+class UsagePlan(PolicyModel):
+    stages: list[str] = Field(default_factory=lambda: ["*"], description="Stages the plan covers; * for all.")
+    throttle: RateLimit | None = None
+    routes: dict[RouteKeyText, RateLimit] = Field(default_factory=dict, description="Per-route throttles for keys.")
+    quota: Quota | None = None
+
+
+class UsagePlansPolicy(PolicyModel):
+    kind: Literal["UsagePlans"]
+    mode: Mode | None = None
+    header: HeaderName = "x-api-key"
+    quota_file: str = Field(
+        default=".sidegate/quotas.sqlite",
+        description="SQLite file for quota counters (relative to the policy directory's parent).",
+    )
+    plans: dict[str, UsagePlan] = Field(min_length=1)
+    keys: dict[str, ApiKey] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_name_plans(self) -> UsagePlansPolicy:
+        for key_id, key in self.keys.items():
+            if key.plan not in self.plans:
+                raise ValueError(f"key {key_id!r} names plan {key.plan!r}, which is not declared")
+        return self
+
+
 KINDS: dict[str, type[PolicyModel]] = {
     "Api": ApiPolicy,
     "GatewayResponses": GatewayResponsesPolicy,
@@ -313,4 +386,5 @@ KINDS: dict[str, type[PolicyModel]] = {
     "Cors": CorsPolicy,
     "OriginVerify": OriginVerifyPolicy,
     "Throttle": ThrottlePolicy,
+    "UsagePlans": UsagePlansPolicy,
 }

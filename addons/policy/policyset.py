@@ -24,11 +24,13 @@ from addons.policy.models import (
     OriginVerifyPolicy,
     PluginPolicy,
     ThrottlePolicy,
+    UsagePlansPolicy,
 )
 from addons.policy.types import Mode, PolicyModel, Secret
 from addons.router import RouterPlugin
 from addons.routing import Router
 from addons.throttle import Throttle
+from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore
 
 _generations = itertools.count(1)
 
@@ -69,8 +71,12 @@ def _check_route_refs(doc: Document, field: str, keys: list[str], api: ApiPolicy
             issues.append(PolicyIssue(doc.path, line, col, f"{field}", f"route {key!r} is not declared in the Api"))
 
 
-def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -> PolicySet:
-    """Compile validated documents; cross-document problems raise PolicyError."""
+def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", root: Path | None = None) -> PolicySet:
+    """Compile validated documents; cross-document problems raise PolicyError.
+
+    ``root`` is the policy directory's parent: relative paths in policies start there.
+    """
+    root = root or Path()
     issues: list[PolicyIssue] = []
     api_doc = _single(documents, ApiPolicy, issues)
     gr_doc = _single(documents, GatewayResponsesPolicy, issues)
@@ -99,15 +105,35 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -
         )
     routes_source = api_doc.source_of("routes") if api_doc else "<default>"
     builtins.append((RouterPlugin(routes_source), enforced(api.mode), routes_source))
-    throttle_doc = _single(documents, ThrottlePolicy, issues)
-    if throttle_doc is not None:
-        throttle = throttle_doc.model
-        assert isinstance(throttle, ThrottlePolicy)
-        _check_route_refs(throttle_doc, "routes", list(throttle.routes), api, issues)
-        throttle_enforced = enforced(throttle.mode)
-        builtins.append(
-            (Throttle(throttle, api, throttle_doc.source, enforced=throttle_enforced), True, throttle_doc.source)
+    plans_doc = _single(documents, UsagePlansPolicy, issues)
+    keys: ApiKeys | None = None
+    if plans_doc is not None:
+        plans = plans_doc.model
+        assert isinstance(plans, UsagePlansPolicy)
+        for plan in plans.plans.values():
+            _check_route_refs(plans_doc, "plans", list(plan.routes), api, issues)
+        quota_path = (root / plans.quota_file).resolve()
+        keys = ApiKeys(plans, api, plans_doc.source, quota_store(quota_path))
+        builtins.append((keys, enforced(plans.mode), plans_doc.source))
+    elif any(r.api_key_required for r in api.routes.values()) and api_doc is not None:
+        line, col = api_doc.positions.get(("routes",), (api_doc.line, 1))
+        issues.append(
+            PolicyIssue(
+                api_doc.path, line, col, "routes", "routes require an API key, but no UsagePlans document declares keys"
+            )
         )
+    throttle_doc = _single(documents, ThrottlePolicy, issues)
+    throttle_policy = throttle_doc.model if throttle_doc else (ThrottlePolicy(kind="Throttle") if keys else None)
+    if throttle_policy is not None:
+        assert isinstance(throttle_policy, ThrottlePolicy)
+        source = throttle_doc.source if throttle_doc else (plans_doc.source if plans_doc else "<default>")
+        if throttle_doc is not None:
+            _check_route_refs(throttle_doc, "routes", list(throttle_policy.routes), api, issues)
+        throttle_on = enforced(throttle_policy.mode)
+        # The plugin applies per-tier modes itself, so it always runs "enforced" for the runner.
+        builtins.append((Throttle(throttle_policy, api, source, enforced=throttle_on), True, source))
+    if keys is not None:
+        builtins.append((QuotaCommit(keys), True, keys.source))
 
     user: list[tuple[object, bool, str]] = []
     for doc in documents:
@@ -156,7 +182,18 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce") -
 
 
 def load_policy_set(directory: Path | str, global_mode: Mode = "enforce") -> PolicySet:
-    return build_policy_set(load_documents(Path(directory)), global_mode)
+    directory = Path(directory)
+    return build_policy_set(load_documents(directory), global_mode, directory.resolve().parent)
+
+
+_quota_stores: dict[Path, QuotaStore] = {}
+
+
+def quota_store(path: Path) -> QuotaStore:
+    """One SQLite connection per quota file for the life of the process (reloads reuse it)."""
+    if path not in _quota_stores:
+        _quota_stores[path] = QuotaStore(path)
+    return _quota_stores[path]
 
 
 def empty_policy_set(global_mode: Mode = "enforce") -> PolicySet:

@@ -20,6 +20,7 @@ from addons.clientip import client_ip
 from addons.decision import Exchange, Flag, Reject
 from addons.policy.models import ApiPolicy, RateLimit, ThrottlePolicy
 from addons.throttle.buckets import BucketResult, BucketSpec, Decision, MemoryStore
+from addons.throttle.plans import KEY_VAR, KeyMatch
 
 RATELIMIT_VAR = "throttle_ratelimit_headers"
 
@@ -44,8 +45,10 @@ class Throttle:
         self._headers = policy.rate_limit_headers
         self._headers_on_success = policy.rate_limit_headers_on_success
 
+        self._default_enforced = (policy.mode or ("enforce" if enforced else "report")) == "enforce"
+
         def tier(name: str, limit: RateLimit) -> tuple[str, RateLimit, bool]:
-            return name, limit, (limit.mode or policy.mode or ("enforce" if enforced else "report")) == "enforce"
+            return name, limit, _enforced(limit, self._default_enforced)
 
         self._common = [tier("account", policy.account)]
         if policy.stage is not None:
@@ -71,13 +74,25 @@ class Throttle:
         return hashlib.sha256("\x00".join(values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
     def specs(self, ex: Exchange) -> list[BucketSpec]:
-        tiers = list(self._common)
+        """The buckets a request needs a token from: account, stage, route, then the key's plan."""
         route = ex.route
-        if route is not None and route.key in self._routes:
-            tiers.append(self._routes[route.key])
+        route_key = route.key if route is not None else ""
+        tiers = [(f"{self._prefix}:{name}", name, limit, on) for name, limit, on in self._common]
+        if route_key in self._routes:
+            _, limit, on = self._routes[route_key]
+            tiers.append((f"{self._prefix}:route:{route_key}", "route", limit, on))
+        match: KeyMatch | None = ex.vars.get(KEY_VAR)
+        if match is not None:
+            # keyed by key id (never the key): usage plans throttle per API key
+            base = f"{self._prefix}:plan:{match.plan_name}:key:{match.key_id}"
+            on = self._default_enforced
+            if match.plan.throttle is not None:
+                tiers.append((base, "plan", match.plan.throttle, _enforced(match.plan.throttle, on)))
+            if route_key in match.plan.routes:
+                limit = match.plan.routes[route_key]
+                tiers.append((f"{base}:route:{route_key}", "plan_route", limit, _enforced(limit, on)))
         out = []
-        for name, limit, enforced in tiers:
-            key = f"{self._prefix}:{name}" if name != "route" else f"{self._prefix}:route:{route.key if route else ''}"
+        for key, name, limit, enforced in tiers:
             if limit.key:
                 key += ":" + self._client_key(ex, limit.key)
             out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced))
@@ -110,6 +125,10 @@ class Throttle:
         if headers and ex.response is not None and ex.rejection is None:
             for name, value in headers:
                 ex.response.headers[name] = value
+
+
+def _enforced(limit: RateLimit, default: bool) -> bool:
+    return default if limit.mode is None else limit.mode == "enforce"
 
 
 def _trace(r: BucketResult) -> dict[str, object]:
