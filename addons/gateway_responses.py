@@ -56,6 +56,8 @@ RESPONSE_TYPES: dict[str, ResponseType] = {
     "REQUEST_TOO_LARGE": ResponseType(413, "BadRequestException", "Request Too Long"),
     "RESOURCE_NOT_FOUND": ResponseType(404, "ResourceNotFoundException", "Not Found"),
     "THROTTLED": ResponseType(429, "TooManyRequestsException", "Too Many Requests"),
+    # sidegate's own: a shared store the policy depends on is unavailable (on_store_error: deny).
+    "SERVICE_UNAVAILABLE": ResponseType(503, "ServiceUnavailableException", "Service Unavailable"),
     "UNAUTHORIZED": ResponseType(401, "UnauthorizedException", "Unauthorized"),
     "UNSUPPORTED_MEDIA_TYPE": ResponseType(415, "BadRequestException", "Unsupported Media Type"),
     "WAF_FILTERED": ResponseType(403, "ForbiddenException", "Forbidden"),

@@ -119,3 +119,67 @@ def access_lines(tmp_path: Path) -> list[dict[str, Any]]:
 
     path = tmp_path / "access.log"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import shutil
+        import subprocess
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if __import__("os").environ.get("CI"):
+                pytest.fail("redis-server is not installed (.ci/run installs Debian's redis-server)")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        try:
+            return sorted(client.keys(pattern))
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()

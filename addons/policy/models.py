@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
@@ -291,10 +292,30 @@ class RateLimit(PolicyModel):
     )
 
 
+def _store_url(value: str) -> str:
+    if value == "memory":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"expected memory or a redis:// / rediss:// URL (got {value!r})")
+    if parts.password:
+        raise ValueError("put the Redis password in `password: {secret_env: ...}`, not in the URL")
+    return value
+
+
 class ThrottlePolicy(PolicyModel):
     kind: Literal["Throttle"]
     mode: Mode | None = None
-    store: Literal["memory"] = "memory"
+    store: Annotated[str, AfterValidator(_store_url)] = Field(
+        default="memory", description="memory (this process) or redis://host:port/db, rediss:// for TLS."
+    )
+    password: Secret | None = None
+    store_timeout: Annotated[Duration, Field(ge=0.001, le=5)] = 0.05
+    on_store_error: Literal["allow", "deny", "local"] = Field(
+        default="allow",
+        description="When Redis is away: allow (pass), deny (503), or local (per-instance buckets at rate/replicas).",
+    )
+    replicas: Annotated[int, Field(ge=1, le=10_000)] = 1
     max_buckets: Annotated[int, Field(ge=100, le=100_000_000)] = 100_000
     account: RateLimit = Field(
         default_factory=lambda: RateLimit(rate=10_000, burst=5_000),

@@ -29,7 +29,7 @@ from addons.policy.models import (
 from addons.policy.types import Mode, PolicyModel, Secret
 from addons.router import RouterPlugin
 from addons.routing import Router
-from addons.throttle import Throttle
+from addons.throttle import make_throttle
 from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore
 
 _generations = itertools.count(1)
@@ -131,7 +131,7 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
             _check_route_refs(throttle_doc, "routes", list(throttle_policy.routes), api, issues)
         throttle_on = enforced(throttle_policy.mode)
         # The plugin applies per-tier modes itself, so it always runs "enforced" for the runner.
-        builtins.append((Throttle(throttle_policy, api, source, enforced=throttle_on), True, source))
+        builtins.append((make_throttle(throttle_policy, api, source, enforced=throttle_on), True, source))
     if keys is not None:
         builtins.append((QuotaCommit(keys), True, keys.source))
 

@@ -21,6 +21,7 @@ from addons.decision import Exchange, Flag, Reject
 from addons.policy.models import ApiPolicy, RateLimit, ThrottlePolicy
 from addons.throttle.buckets import BucketResult, BucketSpec, Decision, MemoryStore
 from addons.throttle.plans import KEY_VAR, KeyMatch
+from addons.throttle.redis_store import RedisStore, StoreUnavailable
 
 RATELIMIT_VAR = "throttle_ratelimit_headers"
 
@@ -98,10 +99,14 @@ class Throttle:
             out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced))
         return out
 
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else time.monotonic()
+
     def method_request(self, ex: Exchange) -> Reject | Flag | None:
-        now = self._clock() if self._clock is not None else time.monotonic()
-        decision = self._store.acquire(self.specs(ex), now)
-        ex.details[self.name] = {"tiers": [_trace(r) for r in decision.results]}
+        return self.finish(ex, self._store.acquire(self.specs(ex), self.now()))
+
+    def finish(self, ex: Exchange, decision: Decision, store: str | None = None) -> Reject | Flag | None:
+        ex.details[self.name] = {"store": store or self._store.name, "tiers": [_trace(r) for r in decision.results]}
         headers = _ratelimit_headers(decision) if self._headers else ()
         refused = decision.refused_by
         if refused is not None:
@@ -125,6 +130,60 @@ class Throttle:
         if headers and ex.response is not None and ex.rejection is None:
             for name, value in headers:
                 ex.response.headers[name] = value
+
+
+class RedisThrottle(Throttle):
+    """The same tiers, decided in Redis; ``on_store_error`` decides while Redis is away."""
+
+    def __init__(self, policy: ThrottlePolicy, api: ApiPolicy, source: str, *, enforced: bool) -> None:
+        super().__init__(policy, api, source, enforced=enforced)
+        self._redis = redis_store(
+            policy.store, policy.password.reveal() if policy.password else None, policy.store_timeout
+        )
+        self._on_error = policy.on_store_error
+        self._replicas = policy.replicas
+
+    @property
+    def redis(self) -> RedisStore:
+        return self._redis
+
+    async def method_request(self, ex: Exchange) -> Reject | Flag | None:  # type: ignore[override]
+        specs = self.specs(ex)
+        try:
+            decision = await self._redis.acquire(specs)
+        except StoreUnavailable:
+            if self._on_error == "deny":
+                ex.details[self.name] = {"store": "redis", "store_error": True, "fallback": "deny"}
+                return Reject("SERVICE_UNAVAILABLE", reason="store_unavailable", source=self.source)
+            if self._on_error == "allow":
+                ex.details[self.name] = {"store": "redis", "store_error": True, "fallback": "allow"}
+                return Flag("store_unavailable")
+            # local: each replica keeps its share of every bucket until Redis is back
+            scaled = [
+                BucketSpec(s.key, s.tier, s.rate / self._replicas, max(1, s.burst // self._replicas), s.enforced)
+                for s in specs
+            ]
+            result = self.finish(ex, self._store.acquire(scaled, self.now()), store="local")
+            ex.details[self.name]["store_error"] = True
+            return result
+        return self.finish(ex, decision, store="redis")
+
+
+_redis_stores: dict[tuple[str, str | None, float], RedisStore] = {}
+
+
+def redis_store(url: str, password: str | None, timeout: float) -> RedisStore:
+    """One pool per Redis URL for the life of the process: reloads reuse it."""
+    key = (url, password, timeout)
+    if key not in _redis_stores:
+        _redis_stores[key] = RedisStore(url, password=password, timeout=timeout)
+    return _redis_stores[key]
+
+
+def make_throttle(policy: ThrottlePolicy, api: ApiPolicy, source: str, *, enforced: bool) -> Throttle:
+    if policy.store == "memory":
+        return Throttle(policy, api, source, enforced=enforced)
+    return RedisThrottle(policy, api, source, enforced=enforced)
 
 
 def _enforced(limit: RateLimit, default: bool) -> bool:

@@ -1,0 +1,147 @@
+"""Throttle buckets in Redis, shared by every sidecar replica.
+
+All tiers of one request are decided in one round trip by one server-side Lua script (atomic:
+no other request interleaves), with Redis's own clock (``TIME``) so that replicas with skewed
+clocks agree. Buckets are hashes that expire when idle (the time an empty bucket takes to refill,
+plus a margin), so Redis memory tracks active clients only.
+
+The client is ``redis.asyncio`` with a bounded connection pool: a check never blocks mitmproxy's
+event loop (a thread pool would add a hop per request and still need a bound), and every call has
+a short timeout. When Redis is unreachable, slow or erroring, the caller's ``on_store_error``
+decides; a circuit breaker then skips Redis for ``retry_interval`` seconds instead of paying a
+timeout per request, and the next successful call closes it (automatic recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from addons.throttle.buckets import BucketResult, BucketSpec, Decision
+
+log = logging.getLogger("sidegate")
+
+# KEYS: bucket keys. ARGV: per key rate, burst, enforced (1/0), idle ttl in ms.
+# Returns per key: tokens before, tokens after (strings: Lua numbers would be truncated), allowed.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = #KEYS
+local before, admitted = {}, true
+for i = 1, n do
+  local rate, burst = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens = burst
+  if state[1] then
+    tokens = math.min(burst, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) * rate)
+  end
+  before[i] = tokens
+  if ARGV[4*i-1] == '1' and tokens < 1 then admitted = false end
+end
+local out = {}
+for i = 1, n do
+  local after = before[i]
+  if admitted and after >= 1 then after = after - 1 end
+  redis.call('HSET', KEYS[i], 'tokens', tostring(after), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], ARGV[4*i])
+  out[#out+1] = tostring(before[i])
+  out[#out+1] = tostring(after)
+end
+return out
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis could not decide (down, slow, erroring, or the breaker is open)."""
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        timeout: float = 0.05,
+        retry_interval: float = 1.0,
+        prefix: str = "sidegate:",
+        max_connections: int = 64,
+    ) -> None:
+        self.url = url
+        self._client: Any = None
+        self._password = password
+        self._timeout = timeout
+        self._retry_interval = retry_interval
+        self._prefix = prefix
+        self._max_connections = max_connections
+        self._script: Any = None
+        self._open_until = 0.0  # circuit breaker
+        self.degraded = False
+
+    def _ensure(self) -> Any:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                password=self._password,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                max_connections=self._max_connections,
+                decode_responses=True,
+            )
+            self._script = self._client.register_script(ACQUIRE)
+        return self._client
+
+    async def acquire(self, specs: list[BucketSpec]) -> Decision:
+        if time.monotonic() < self._open_until:
+            raise StoreUnavailable("circuit open")
+        self._ensure()
+        keys = [self._prefix + s.key for s in specs]
+        args: list[Any] = []
+        for s in specs:
+            idle_ms = math.ceil(s.burst / s.rate * 1000) + 60_000
+            args += [repr(s.rate), s.burst, "1" if s.enforced else "0", idle_ms]
+        try:
+            raw = await asyncio.wait_for(self._script(keys=keys, args=args), self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._open_until = time.monotonic() + self._retry_interval
+            if not self.degraded:
+                log.warning("sidegate: throttle store %s unavailable (%s); on_store_error applies", self.url_safe, e)
+            self.degraded = True
+            raise StoreUnavailable(str(e)) from None
+        if self.degraded:
+            log.warning("sidegate: throttle store %s is back", self.url_safe)
+            self.degraded = False
+        values = [float(v) for v in raw]
+        results = []
+        admitted = True
+        for i, spec in enumerate(specs):
+            before, after = values[2 * i], values[2 * i + 1]
+            allowed = before >= 1.0
+            if spec.enforced and not allowed:
+                admitted = False
+            wait = 0.0 if allowed else (1.0 - before) / spec.rate
+            results.append(BucketResult(spec, before, after, allowed, wait))
+        return Decision(admitted, tuple(results))
+
+    async def peek(self, key: str) -> tuple[float, float] | None:
+        client = self._ensure()
+        state = await client.hmget(self._prefix + key, "tokens", "ts")
+        return (float(state[0]), float(state[1])) if state[0] is not None else None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def url_safe(self) -> str:
+        """The URL without any password, for logs."""
+        scheme, sep, rest = self.url.partition("://")
+        return f"{scheme}{sep}{rest.rpartition('@')[2]}"

@@ -1,0 +1,114 @@
+"""Throttle tiers in a real Redis: the same semantics, atomic, and the on_store_error modes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import RedisServer, drive, free_port
+from mitmproxy.test import tflow, tutils
+
+API = """
+    kind: Api
+    name: shop
+    stage: prod
+    routes:
+      GET /books: {}
+"""
+
+
+def throttle(url, **extra):
+    lines = ["kind: Throttle", f"store: {url}", "store_timeout: 200ms"] + [
+        f"{k}: {json.dumps(v)}" for k, v in extra.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def req(path="/books"):
+    return tflow.tflow(req=tutils.treq(path=path.encode(), headers=[(b"host", b"x")]))
+
+
+def throttle_entry(f):
+    return next(
+        e for e in f.metadata["sidegate"]["trace"] if e["plugin"] == "throttle" and e["checkpoint"] == "method_request"
+    )
+
+
+async def test_redis_tiers_admit_exactly_burst_and_refuse_without_spending(make_gateway, backend, redis_server):
+    policy = throttle(
+        redis_server.url, account={"rate": 0.001, "burst": 1000}, routes={"GET /books": {"rate": 0.01, "burst": 3}}
+    )
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    codes = [(await drive(gate, req())).response.status_code for _ in range(6)]
+    assert codes == [200, 200, 200, 429, 429, 429]
+    f = await drive(gate, req())
+    entry = throttle_entry(f)
+    assert entry["detail"]["store"] == "redis"
+    tiers = {t["tier"]: t for t in entry["detail"]["tiers"]}
+    assert tiers["account"]["tokens_before"] == pytest.approx(997, abs=0.5)  # refused requests took nothing
+    assert f.response.headers["retry-after"] == "100"
+    assert redis_server.keys() == ["sidegate:shop:prod:account", "sidegate:shop:prod:route:GET /books"]
+
+
+async def test_concurrent_requests_are_decided_atomically(make_gateway, backend, redis_server):
+    policy = throttle(redis_server.url, routes={"GET /books": {"rate": 0.01, "burst": 10}})
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    flows = await asyncio.gather(*(drive(gate, req()) for _ in range(40)))
+    assert sorted(f.response.status_code for f in flows) == [200] * 10 + [429] * 30
+
+
+@pytest.mark.parametrize(("mode", "status"), [("allow", 200), ("deny", 503), ("local", 200)])
+async def test_redis_down_follows_on_store_error(make_gateway, backend, mode, status, caplog):
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    policy = throttle(url, on_store_error=mode, replicas=2, routes={"GET /books": {"rate": 0.01, "burst": 4}})
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    f = await drive(gate, req())
+    assert f.response.status_code == status
+    entry = throttle_entry(f)
+    assert entry["detail"]["store_error"] is True
+    if mode == "deny":
+        assert json.loads(f.response.content) == {"message": "Service Unavailable"}
+        assert f.response.headers["x-amzn-ErrorType"] == "ServiceUnavailableException"
+    if mode == "local":
+        # each of 2 replicas keeps half of the burst
+        codes = [(await drive(gate, req())).response.status_code for _ in range(3)]
+        assert codes == [200, 429, 429]
+    assert any(
+        "throttle store redis://127.0.0.1" in r.getMessage() and "unavailable" in r.getMessage() for r in caplog.records
+    )
+    metrics = gate.metrics.render().decode()
+    if mode == "allow":
+        assert 'sidegate_rejections_total{enforced="true",plugin="throttle",reason="store_unavailable"} 1.0' in metrics
+
+
+async def test_recovers_when_redis_comes_back(make_gateway, backend):
+    port = free_port()
+    policy = throttle(
+        f"redis://127.0.0.1:{port}/0", on_store_error="allow", routes={"GET /books": {"rate": 1, "burst": 5}}
+    )
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    slot = next(s for s in gate.policy.plugins["method_request"] if s.name == "throttle")
+    store = slot.method.__self__.redis  # the RedisThrottle's store
+    store._retry_interval = 0.2
+    assert throttle_entry(await drive(gate, req()))["detail"]["store_error"] is True
+    server = RedisServer(port)
+    try:
+        await asyncio.sleep(0.3)
+        f = await drive(gate, req())
+        assert throttle_entry(f)["detail"]["store"] == "redis" and "store_error" not in throttle_entry(f)["detail"]
+        assert server.keys()
+    finally:
+        server.stop()
+
+
+def test_redis_password_must_be_a_secret_reference(tmp_path):
+    from conftest import write_policies
+
+    from addons.policy.errors import PolicyError
+    from addons.policy.policyset import load_policy_set
+
+    write_policies(tmp_path / "policies", {"t.yaml": "kind: Throttle\nstore: redis://:hunter2@127.0.0.1:6379/0\n"})
+    with pytest.raises(PolicyError) as e:
+        load_policy_set(tmp_path / "policies")
+    assert "not in the URL" in str(e.value) and "hunter2" not in str(e.value)
