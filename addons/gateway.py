@@ -42,7 +42,9 @@ class Sidegate:
         self.access_log = AccessLog()
         self.errorpages = ErrorPages()
         self.integrations = Integrations(self)
-        self.admin = AdminServer(self.metrics.render, lambda: self.policy is not None)
+        self.admin = AdminServer(
+            lambda: self.metrics.render(self.policy.instances if self.policy else ()), lambda: self.policy is not None
+        )
         self.default_upstream: str | None = None
         self.request_id_header = "x-amzn-RequestId"
         self._signature: tuple[Any, ...] | None = None

@@ -63,6 +63,12 @@ class Metrics:
             "sidegate_policy_generation", "Generation number of the policy set serving now.", registry=r
         )
         self.ready = Gauge("sidegate_ready", "1 once a policy set is loaded.", registry=r)
+        self.degraded = Gauge(
+            "sidegate_store_degraded",
+            "1 while a plugin's shared store (Redis) is unavailable and on_store_error applies.",
+            ["plugin"],
+            registry=r,
+        )
         self._checkpoint_children = {c: self.checkpoint_seconds.labels(c) for c in CHECKPOINTS}
         for result in ("ok", "failed"):
             self.reloads.labels(result)
@@ -77,5 +83,9 @@ class Metrics:
             if child is not None:
                 child.observe(us / 1_000_000)
 
-    def render(self) -> bytes:
+    def render(self, plugins: tuple[object, ...] = ()) -> bytes:
+        for plugin in plugins:
+            degraded = getattr(plugin, "degraded", None)
+            if degraded is not None:
+                self.degraded.labels(getattr(plugin, "name", type(plugin).__name__)).set(1 if degraded else 0)
         return generate_latest(self.registry)

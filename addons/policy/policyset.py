@@ -45,6 +45,7 @@ class PolicySet:
     documents: tuple[Document, ...] = ()
     secrets: tuple[Secret, ...] = ()
     watched_files: tuple[Path, ...] = ()  # secret files: a change there reloads too
+    instances: tuple[object, ...] = ()  # the compiled plugins, for health and admin views
     generation: int = field(default_factory=lambda: next(_generations))
 
     def summary(self) -> str:
@@ -178,6 +179,7 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         documents=tuple(documents),
         secrets=secrets,
         watched_files=tuple(s.path for s in secrets if s.path is not None),
+        instances=tuple(plugin for plugin, _, _ in builtins + user),
     )
 
 

@@ -147,6 +147,10 @@ class RedisThrottle(Throttle):
     def redis(self) -> RedisStore:
         return self._redis
 
+    @property
+    def degraded(self) -> bool:
+        return self._redis.degraded
+
     async def method_request(self, ex: Exchange) -> Reject | Flag | None:  # type: ignore[override]
         specs = self.specs(ex)
         try:
