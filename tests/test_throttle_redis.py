@@ -112,3 +112,36 @@ def test_redis_password_must_be_a_secret_reference(tmp_path):
     with pytest.raises(PolicyError) as e:
         load_policy_set(tmp_path / "policies")
     assert "not in the URL" in str(e.value) and "hunter2" not in str(e.value)
+
+
+KEY = "partnerKEYplanted12345678"
+PLANS = """
+    kind: UsagePlans
+    quota_file: state/q.sqlite
+    plans:
+      gold: {quota: {limit: 3, period: MONTH}}
+    keys:
+      partner: {value: {secret_env: PARTNER_KEY}, plan: gold}
+"""
+
+
+async def test_quotas_live_in_redis_and_are_shared_by_replicas(
+    make_gateway, backend, redis_server, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("PARTNER_KEY", KEY)
+    api = API.replace("GET /books: {}", "GET /books: {api_key_required: true}")
+    files = {"api.yaml": api, "plans.yaml": PLANS, "t.yaml": throttle(redis_server.url)}
+    _, one = make_gateway(files, upstream=backend.url)
+    _, two = make_gateway(files, upstream=backend.url)  # a second replica on the same Redis
+
+    def keyed():
+        return tflow.tflow(req=tutils.treq(path=b"/books", headers=[(b"host", b"x"), (b"x-api-key", KEY.encode())]))
+
+    codes = [(await drive(gate, keyed())).response.status_code for gate in (one, two, one, two)]
+    assert codes == [200, 200, 200, 429]
+    last = await drive(two, keyed())
+    assert json.loads(last.response.content) == {"message": "Limit Exceeded"}
+    assert [k for k in redis_server.keys("sidegate:quota:*")] == [
+        f"sidegate:quota:partner:{next(e for e in last.metadata['sidegate']['trace'] if e['plugin'] == 'api_keys')['detail']['period_start']}"
+    ]
+    assert KEY not in "".join(redis_server.keys())

@@ -29,8 +29,8 @@ from addons.policy.models import (
 from addons.policy.types import Mode, PolicyModel, Secret
 from addons.router import RouterPlugin
 from addons.routing import Router
-from addons.throttle import make_throttle
-from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore
+from addons.throttle import make_throttle, redis_store
+from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore, RedisQuotaStore
 
 _generations = itertools.count(1)
 
@@ -107,6 +107,7 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
     routes_source = api_doc.source_of("routes") if api_doc else "<default>"
     builtins.append((RouterPlugin(routes_source), enforced(api.mode), routes_source))
     plans_doc = _single(documents, UsagePlansPolicy, issues)
+    throttle_doc = _single(documents, ThrottlePolicy, issues)
     keys: ApiKeys | None = None
     if plans_doc is not None:
         plans = plans_doc.model
@@ -114,7 +115,17 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         for plan in plans.plans.values():
             _check_route_refs(plans_doc, "plans", list(plan.routes), api, issues)
         quota_path = (root / plans.quota_file).resolve()
-        keys = ApiKeys(plans, api, plans_doc.source, quota_store(quota_path))
+        shared = None
+        on_error = "allow"
+        if throttle_doc is not None:
+            tp = throttle_doc.model
+            assert isinstance(tp, ThrottlePolicy)
+            on_error = tp.on_store_error
+            if tp.store != "memory":  # quotas live where the buckets live
+                shared = RedisQuotaStore(
+                    redis_store(tp.store, tp.password.reveal() if tp.password else None, tp.store_timeout)
+                )
+        keys = ApiKeys(plans, api, plans_doc.source, quota_store(quota_path), shared=shared, on_store_error=on_error)
         builtins.append((keys, enforced(plans.mode), plans_doc.source))
     elif any(r.api_key_required for r in api.routes.values()) and api_doc is not None:
         line, col = api_doc.positions.get(("routes",), (api_doc.line, 1))
@@ -123,7 +134,6 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
                 api_doc.path, line, col, "routes", "routes require an API key, but no UsagePlans document declares keys"
             )
         )
-    throttle_doc = _single(documents, ThrottlePolicy, issues)
     throttle_policy = throttle_doc.model if throttle_doc else (ThrottlePolicy(kind="Throttle") if keys else None)
     if throttle_policy is not None:
         assert isinstance(throttle_policy, ThrottlePolicy)

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from addons.decision import Exchange, Reject
 from addons.policy.models import ApiPolicy, UsagePlan, UsagePlansPolicy
 from addons.policy.types import Secret
+from addons.throttle.redis_store import RedisStore, StoreUnavailable
 
 KEY_VAR = "usage_plan_key"
 
@@ -94,6 +96,45 @@ class QuotaStore:
     def close(self) -> None:
         self._db.close()
 
+    # the asynchronous face both stores share (SQLite answers at once; it is a local file)
+    async def aused(self, key_id: str, start: str) -> int:
+        return self.used(key_id, start)
+
+    async def afirst_period(self, key_id: str, start: str) -> str:
+        return self.first_period(key_id, start)
+
+    async def aadd(self, key_id: str, start: str, expires_at: float) -> int:
+        return self.add(key_id, start)
+
+
+class RedisQuotaStore:
+    """Quota counters in Redis (shared by replicas): one counter per key and period, expiring a
+    day after the period ends."""
+
+    def __init__(self, redis: RedisStore) -> None:
+        self._redis = redis
+
+    def _key(self, key_id: str, start: str) -> str:
+        return f"sidegate:quota:{key_id}:{start}"
+
+    async def aused(self, key_id: str, start: str) -> int:
+        value = await self._redis.call("GET", self._key(key_id, start))
+        return int(value) if value is not None else 0
+
+    async def afirst_period(self, key_id: str, start: str) -> str:
+        key = f"sidegate:quota-first:{key_id}"
+        await self._redis.call("SET", key, start, "NX")
+        return str(await self._redis.call("GET", key))
+
+    async def aadd(self, key_id: str, start: str, expires_at: float) -> int:
+        key = self._key(key_id, start)
+        value = await self._redis.call("INCR", key)
+        await self._redis.call("EXPIREAT", key, int(expires_at) + 86400)
+        return int(value)
+
+
+QuotaBackend = QuotaStore | RedisQuotaStore
+
 
 class ApiKeys:
     """Finds and checks the key; checks (without spending) the quota. Runs before the throttle."""
@@ -102,7 +143,8 @@ class ApiKeys:
 
     def __init__(
         self, policy: UsagePlansPolicy, api: ApiPolicy, source: str, quotas: QuotaStore,
-        wall_clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None, shared: RedisQuotaStore | None = None,
+        on_store_error: str = "allow",
     ) -> None:  # fmt: skip
         self.source = source
         self._header = policy.header
@@ -113,13 +155,29 @@ class ApiKeys:
         for key_id, key in policy.keys.items():
             digest = key.value.sha256 if not isinstance(key.value, Secret) else _digest(key.value.reveal())
             self._by_digest[digest] = (key_id, key.plan, key.enabled)
-        self.quotas = quotas
+        self.quotas = quotas  # SQLite: the store, or the fallback of a shared one
+        self.shared = shared  # Redis, when the throttle store is Redis
+        self.on_store_error = on_store_error
         self._wall = wall_clock
+        self.keys = policy.keys
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._wall() if self._wall else time.time(), dt.UTC)
 
-    def method_request(self, ex: Exchange) -> Reject | None:
+    async def quota_call(self, ex: Exchange, method: str, *args: Any) -> Any:
+        """Ask the shared store, or follow on_store_error: allow (skip), deny (503), local (SQLite)."""
+        if self.shared is not None:
+            try:
+                return await getattr(self.shared, method)(*args)
+            except StoreUnavailable:
+                ex.details.setdefault(self.name, {})["store_error"] = True
+                if self.on_store_error == "allow":
+                    return None
+                if self.on_store_error == "deny":
+                    raise
+        return await getattr(self.quotas, method)(*args)
+
+    async def method_request(self, ex: Exchange) -> Reject | None:
         route = ex.route
         if route is None or route.key not in self._required:
             return None  # keys are ignored where not required, as API Gateway does
@@ -137,17 +195,18 @@ class ApiKeys:
         ex.vars[KEY_VAR] = KeyMatch(key_id, plan_name, plan)
         if plan.quota is not None:
             start = period_start(plan.quota.period, self.now()).isoformat()
-            limit = self._limit(key_id, plan_name, plan, start)
-            used = self.quotas.used(key_id, start)
+            try:
+                first = await self.quota_call(ex, "afirst_period", key_id, start)
+                used = await self.quota_call(ex, "aused", key_id, start)
+            except StoreUnavailable:
+                return Reject("SERVICE_UNAVAILABLE", reason="store_unavailable", source=self.source)
+            if used is None:  # store away and on_store_error: allow
+                return None
+            limit = plan.quota.limit - (plan.quota.offset if first == start else 0)
             ex.details[self.name].update({"quota_limit": limit, "quota_used": used, "period_start": start})
             if used >= limit:
                 return Reject("QUOTA_EXCEEDED", reason="quota_exceeded", rule=f"plan/{plan_name}", source=self.source)
         return None
-
-    def _limit(self, key_id: str, plan_name: str, plan: UsagePlan, start: str) -> int:
-        assert plan.quota is not None
-        first = self.quotas.first_period(key_id, start)
-        return plan.quota.limit - (plan.quota.offset if first == start else 0)
 
     def _invalid(self, ex: Exchange, reason: str) -> Reject:
         return Reject("INVALID_API_KEY", reason=reason, source=self.source)
@@ -162,12 +221,19 @@ class QuotaCommit:
         self._keys = keys
         self.source = keys.source
 
-    def method_request(self, ex: Exchange) -> None:
+    async def method_request(self, ex: Exchange) -> None:
         match: KeyMatch | None = ex.vars.get(KEY_VAR)
         if match is None or match.plan.quota is None:
             return None
-        start = period_start(match.plan.quota.period, self._keys.now()).isoformat()
-        used = self._keys.quotas.add(match.key_id, start)
+        period = match.plan.quota.period
+        start_time = period_start(period, self._keys.now())
+        start = start_time.isoformat()
+        try:
+            used = await self._keys.quota_call(
+                ex, "aadd", match.key_id, start, period_end(period, start_time).timestamp()
+            )
+        except StoreUnavailable:
+            used = None  # the request was already admitted; the unit goes uncounted, as on_store_error says
         ex.details[self.name] = {"key_id": match.key_id, "quota_used": used}
         return None
 

@@ -130,6 +130,18 @@ class RedisStore:
             results.append(BucketResult(spec, before, after, allowed, wait))
         return Decision(admitted, tuple(results))
 
+    async def call(self, *command: Any) -> Any:
+        """One Redis command under the same timeout and circuit breaker as the buckets."""
+        if time.monotonic() < self._open_until:
+            raise StoreUnavailable("circuit open")
+        client = self._ensure()
+        try:
+            return await asyncio.wait_for(client.execute_command(*command), self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._open_until = time.monotonic() + self._retry_interval
+            self.degraded = True
+            raise StoreUnavailable(str(e)) from None
+
     async def peek(self, key: str) -> tuple[float, float] | None:
         client = self._ensure()
         state = await client.hmget(self._prefix + key, "tokens", "ts")
