@@ -1,4 +1,5 @@
-"""Admin endpoint on its own loopback port: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``.
+"""Admin endpoint on its own loopback port: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``,
+``/keys`` (API keys by id: plan, quota, buckets; what ``sidegate keys`` prints).
 
 Served by aiohttp on mitmproxy's event loop; it never sees proxied traffic.
 """
@@ -6,7 +7,8 @@ Served by aiohttp on mitmproxy's event loop; it never sees proxied traffic.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,9 +24,15 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 
 class AdminServer:
-    def __init__(self, metrics: Callable[[], bytes], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        metrics: Callable[[], bytes],
+        ready: Callable[[], bool],
+        keys: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._ready = ready
+        self._keys = keys
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] | None = None
 
@@ -33,6 +41,7 @@ class AdminServer:
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/keys", self._get_keys)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -49,6 +58,10 @@ class AdminServer:
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def _get_keys(self, request: web.Request) -> web.Response:
+        """API keys by id with plan, quota and bucket state (never the key values)."""
+        return web.json_response(await self._keys() if self._keys else [])
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

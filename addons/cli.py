@@ -169,6 +169,34 @@ def _start_demo_backend(target: str | None) -> subprocess.Popen[bytes] | None:
     return None
 
 
+def show_keys(admin: str | None, config: Path, as_json: bool) -> int:
+    import urllib.error
+    import urllib.request
+
+    from addons.throttle.report import render
+
+    if admin is None:
+        from ruamel.yaml import YAML, YAMLError
+
+        try:
+            data = YAML(typ="safe").load(config.read_text(encoding="utf-8")) if config.is_file() else {}
+        except (YAMLError, OSError) as e:
+            print(f"sidegate: {config}: {' '.join(str(e).split())}", file=sys.stderr)
+            return 1
+        admin = str((data or {}).get("sidegate_admin", "127.0.0.1:9901"))
+    if not admin:
+        print("sidegate: no admin endpoint configured (sidegate_admin)", file=sys.stderr)
+        return 1
+    try:
+        with urllib.request.urlopen(f"http://{admin}/keys", timeout=10) as resp:
+            entries = json.loads(resp.read())
+    except (urllib.error.URLError, OSError) as e:
+        print(f"sidegate: cannot reach the admin endpoint at {admin} ({e}); is the sidecar running?", file=sys.stderr)
+        return 1
+    print(json.dumps(entries, indent=2) if as_json else render(entries))
+    return 0
+
+
 def validate(directory: Path, mode: str) -> int:
     try:
         policy = load_policy_set(directory, "report" if mode == "report" else "enforce")
@@ -210,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("directory", nargs="?", default="policies")
     p.add_argument("--mode", choices=("enforce", "report"), default="enforce")
     sub.add_parser("schema", help="print the JSON Schema of policy documents")
+    p = sub.add_parser("keys", help="show API keys: plan, remaining quota, bucket state (from a running sidecar)")
+    p.add_argument("--admin", help="admin endpoint HOST:PORT (default: sidegate_admin from the config file)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("certs", help="create a development PKI (CA, intermediate, server and client certs, CRL)")
     p.add_argument("folder", nargs="?", type=Path, default=Path("certs/dev"))
     p.add_argument("--force", action="store_true", help="overwrite an existing development PKI")
@@ -225,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return 0
+    if args.command == "keys":
+        return show_keys(args.admin, Path(args.config), args.json)
     if args.command == "certs":
         from addons import pki
 

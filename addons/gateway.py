@@ -26,6 +26,7 @@ from addons.metrics import Metrics
 from addons.policy.errors import PolicyError
 from addons.policy.loader import policy_files
 from addons.policy.policyset import PolicySet, load_policy_set
+from addons.throttle.report import describe_keys
 
 log = logging.getLogger("sidegate")
 
@@ -43,7 +44,9 @@ class Sidegate:
         self.errorpages = ErrorPages()
         self.integrations = Integrations(self)
         self.admin = AdminServer(
-            lambda: self.metrics.render(self.policy.instances if self.policy else ()), lambda: self.policy is not None
+            lambda: self.metrics.render(self.policy.instances if self.policy else ()),
+            lambda: self.policy is not None,
+            lambda: describe_keys(self.policy.instances if self.policy else ()),
         )
         self.default_upstream: str | None = None
         self.request_id_header = "x-amzn-RequestId"

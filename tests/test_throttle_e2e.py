@@ -100,3 +100,54 @@ def test_redis_killed_and_restarted_under_load(tmp_path, backend):
     assert "is back" in sc.stderr()
     local = [line for line in sc.log_lines() if line["status"] in (200, 429)]
     assert len(local) == len(statuses)
+
+
+def test_sidegate_keys_reads_the_running_store(tmp_path, backend, monkeypatch):
+    import json
+    import subprocess
+
+    from procs import PYTHON, env
+
+    key = "keysCMDplanted1234567890"
+    plans = (
+        "kind: UsagePlans\nquota_file: state/q.sqlite\nplans:\n  gold:\n    throttle: {rate: 0.01, burst: 5}\n"
+        "    quota: {limit: 10, period: DAY}\nkeys:\n  partner: {value: {secret_env: K}, plan: gold}\n"
+    )
+    api = "kind: Api\nname: shop\nstage: prod\nroutes:\n  GET /books: {api_key_required: true}\n"
+    sc = Sidecar(tmp_path, backend.url, {"api.yaml": api, "plans.yaml": plans}, extra_env={"K": key})
+    try:
+        for _ in range(3):
+            assert sc.get("/books", headers={"x-api-key": key}).status == 200
+        out = subprocess.run(
+            [PYTHON, "-m", "addons.cli", "keys", "--config", "mitm_config.yaml", "--json"],
+            cwd=sc.dir,
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        [entry] = json.loads(out.stdout)
+        assert entry["key_id"] == "partner" and entry["plan"] == "gold" and entry["enabled"] is True
+        assert (entry["quota"]["used"], entry["quota"]["remaining"], entry["quota"]["limit"]) == (3, 7, 10)
+        [bucket] = entry["buckets"]
+        assert bucket["tier"] == "plan" and 2.0 <= bucket["tokens"] < 2.1
+        table = subprocess.run(
+            [PYTHON, "-m", "addons.cli", "keys", "--admin", f"127.0.0.1:{sc.admin_port}"],
+            cwd=sc.dir,
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=30,
+        )
+        assert "partner" in table.stdout and "7/10 left (DAY)" in table.stdout and key not in table.stdout
+    finally:
+        sc.close()
+    down = subprocess.run(
+        [PYTHON, "-m", "addons.cli", "keys", "--admin", f"127.0.0.1:{sc.admin_port}"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=30,
+    )
+    assert down.returncode == 1 and "is the sidecar running?" in down.stderr

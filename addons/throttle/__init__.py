@@ -39,7 +39,7 @@ class Throttle:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.source = source
-        self._prefix = f"{api.name}:{api.stage}"
+        self.prefix = f"{api.name}:{api.stage}"
         self._clock = clock
         self._store = MemoryStore(policy.max_buckets)
         self._trusted = tuple(policy.trusted_proxies)
@@ -78,14 +78,14 @@ class Throttle:
         """The buckets a request needs a token from: account, stage, route, then the key's plan."""
         route = ex.route
         route_key = route.key if route is not None else ""
-        tiers = [(f"{self._prefix}:{name}", name, limit, on) for name, limit, on in self._common]
+        tiers = [(f"{self.prefix}:{name}", name, limit, on) for name, limit, on in self._common]
         if route_key in self._routes:
             _, limit, on = self._routes[route_key]
-            tiers.append((f"{self._prefix}:route:{route_key}", "route", limit, on))
+            tiers.append((f"{self.prefix}:route:{route_key}", "route", limit, on))
         match: KeyMatch | None = ex.vars.get(KEY_VAR)
         if match is not None:
             # keyed by key id (never the key): usage plans throttle per API key
-            base = f"{self._prefix}:plan:{match.plan_name}:key:{match.key_id}"
+            base = f"{self.prefix}:plan:{match.plan_name}:key:{match.key_id}"
             on = self._default_enforced
             if match.plan.throttle is not None:
                 tiers.append((base, "plan", match.plan.throttle, _enforced(match.plan.throttle, on)))

@@ -150,7 +150,7 @@ class ApiKeys:
         self._header = policy.header
         self._stage = api.stage
         self._required = frozenset(k for k, r in api.routes.items() if r.api_key_required)
-        self._plans = policy.plans
+        self.plans = policy.plans
         self._by_digest: dict[str, tuple[str, str, bool]] = {}
         for key_id, key in policy.keys.items():
             digest = key.value.sha256 if not isinstance(key.value, Secret) else _digest(key.value.reveal())
@@ -189,7 +189,7 @@ class ApiKeys:
         ex.details[self.name] = {"key_id": key_id, "plan": plan_name}
         if not enabled:
             return self._invalid(ex, "api_key_disabled")
-        plan = self._plans[plan_name]
+        plan = self.plans[plan_name]
         if "*" not in plan.stages and self._stage not in plan.stages:
             return self._invalid(ex, "api_key_not_in_plan")
         ex.vars[KEY_VAR] = KeyMatch(key_id, plan_name, plan)
