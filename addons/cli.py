@@ -176,7 +176,8 @@ def show_keys(admin: str | None, config: Path, as_json: bool) -> int:
     from addons.throttle.report import render
 
     if admin is None:
-        from ruamel.yaml import YAML, YAMLError
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
 
         try:
             data = YAML(typ="safe").load(config.read_text(encoding="utf-8")) if config.is_file() else {}
