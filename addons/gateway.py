@@ -26,6 +26,7 @@ from addons.metrics import Metrics
 from addons.policy.errors import PolicyError
 from addons.policy.loader import policy_files
 from addons.policy.policyset import PolicySet, load_policy_set
+from addons.policy.types import parse_duration
 from addons.throttle.report import describe_keys
 
 log = logging.getLogger("sidegate")
@@ -50,6 +51,7 @@ class Sidegate:
         )
         self.default_upstream: str | None = None
         self.request_id_header = "x-amzn-RequestId"
+        self.reload_interval = 1.0
         self._signature: tuple[Any, ...] | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._running = False
@@ -76,8 +78,8 @@ class Sidegate:
             "sidegate_access_log", str, "-", "Where the per-request JSON log lines go: - for stdout, or a file path."
         )
         loader.add_option(
-            "sidegate_reload_interval", float, 1.0,
-            "Seconds between checks of the policy directory for changes; 0 disables hot reload.",
+            "sidegate_reload_interval", str, "1s",
+            "How often the policy directory is checked for changes (e.g. 1s, 500ms); 0 disables hot reload.",
         )  # fmt: skip
         loader.add_option(
             "sidegate_request_id_header", str, "x-amzn-RequestId", "Response header carrying the request id."
@@ -91,6 +93,11 @@ class Sidegate:
             ctx.options.body_size_limit = DEFAULT_BODY_LIMIT
         if "sidegate_access_log" in updated:
             self.access_log.open(ctx.options.sidegate_access_log)
+        if "sidegate_reload_interval" in updated:
+            try:
+                self.reload_interval = parse_duration(ctx.options.sidegate_reload_interval)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"sidegate_reload_interval: {e}") from None
         if "sidegate_request_id_header" in updated:
             self.request_id_header = ctx.options.sidegate_request_id_header
         if "sidegate_admin" in updated and ctx.options.sidegate_admin:
@@ -110,7 +117,7 @@ class Sidegate:
                 await self.admin.start(host, port)
             except OSError as e:
                 log.error("sidegate: cannot start the admin endpoint on %s: %s", ctx.options.sidegate_admin, e)
-        if ctx.options.sidegate_reload_interval > 0:
+        if self.reload_interval > 0:
             self._reload_task = asyncio.create_task(self._watch(), name="sidegate policy watcher")
 
     async def done(self) -> None:
@@ -153,7 +160,7 @@ class Sidegate:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(ctx.options.sidegate_reload_interval)
+            await asyncio.sleep(self.reload_interval)
             try:
                 directory = Path(ctx.options.sidegate_policies)
                 watched = self.policy.watched_files if self.policy else ()

@@ -12,9 +12,13 @@ One run does all of this, sequentially, on loopback only:
      b. ``sidegate-empty``  ``sidegate run`` with an empty policy directory (``$default`` forwards all)
      c. ``sidegate-routes20`` ``sidegate run`` with a 20-route ``kind: Api`` policy,
    each proxy freshly started per measurement, checked with one request, warmed up with a short
-   ``wrk`` run, then measured; rounds alternate the order (a b c, c b a, ...);
-4. runs an in-process microbenchmark of the four checkpoints (µs per request);
-5. prints a table and a Markdown snippet, and writes ``bench/results/latest.json``.
+   ``wrk`` run, then measured; rounds alternate the order (a b c, c b a, ...). Before each
+   measurement it waits (bounded) for the machine to be idle, and a measurement during which
+   other processes used more than 10% of a core is repeated (``--retries``) and, if still
+   disturbed, flagged and left out of the medians when a clean run of that variant exists;
+4. runs an in-process microbenchmark of the four checkpoints (µs per request; the backend call
+   is replaced by setting a prepared response);
+5. writes ``bench/results/latest.json``, then prints a table and a Markdown snippet.
 
 Every wait and loop is bounded; every child process is ended in ``finally`` (Ctrl-C included).
 """
@@ -194,6 +198,26 @@ def system_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
+def wait_quiet(max_wait: float, threshold: float = 0.15, windows: int = 3) -> float:
+    """Wait (at most ``max_wait`` s) until the machine has been idle for ``windows`` 1-s windows.
+
+    Idle: less than ``threshold`` of one core busy. Returns the seconds waited; the caller records
+    whether the measurement still ran under load (see ``disturbed``).
+    """
+    start = time.monotonic()
+    quiet = 0
+    while time.monotonic() - start < max_wait:
+        b0 = system_busy_seconds()
+        time.sleep(1.0)
+        b1 = system_busy_seconds()
+        if b0 is None or b1 is None:
+            return 0.0
+        quiet = quiet + 1 if (b1 - b0) < threshold else 0
+        if quiet >= windows:
+            break
+    return round(time.monotonic() - start, 1)
+
+
 def process_cpu_table() -> dict[int, tuple[str, float]]:
     """pid -> (command, utime + stime seconds) for every process we can read."""
     table: dict[int, tuple[str, float]] = {}
@@ -358,35 +382,15 @@ def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work
     else:  # another tree: its addons package first on the path (see Children.start)
         sidegate = [sys.executable, "-m", "addons.cli"]
     return [
-        *sidegate, "run", "--config", str(bench_config(work)),
+        *sidegate, "run", "--config", str(SOURCE / "mitm_config.yaml"),
         "--set", f"mode={reverse}",
         "--set", f"listen_host={LOOPBACK}",
         "--set", f"listen_port={port}",
         "--set", f"sidegate_policies={policies}",
         "--set", f"sidegate_access_log={work / f'access-{variant}.log'}",
         "--set", f"sidegate_admin={LOOPBACK}:{admin_port}",
-        *(["--set", "sidegate_reload_interval=0"] if RELOAD_INTERVAL_VIA_SET else []),
+        "--set", "sidegate_reload_interval=0",
     ]  # fmt: skip
-
-
-# `sidegate run --set sidegate_reload_interval=0` ends in a traceback with mitmproxy 12.3
-# (NotImplementedError: ... unsupported option type: <class 'float'>): mitmproxy's --set parser
-# handles str/int/bool/sequence options only. Until that option changes, the benchmark passes it
-# in a copy of mitm_config.yaml instead; set this to True to pass it with --set again.
-RELOAD_INTERVAL_VIA_SET = False
-
-
-def bench_config(work: Path) -> Path:
-    """mitm_config.yaml as the project ships it, with hot reload off (see RELOAD_INTERVAL_VIA_SET)."""
-    path = work / "mitm_config.yaml"
-    if not path.exists():
-        text = (SOURCE / "mitm_config.yaml").read_text()
-        if not RELOAD_INTERVAL_VIA_SET:
-            text, n = re.subn(r"(?m)^sidegate_reload_interval:.*$", "sidegate_reload_interval: 0", text)
-            if n != 1:
-                text += "\nsidegate_reload_interval: 0\n"
-        path.write_text(text)
-    return path
 
 
 def access_log_check(path: Path) -> dict[str, Any]:
@@ -423,10 +427,11 @@ def measure(
     log = work / f"{variant}-r{rnd}.out"
     access = work / f"access-{variant}.log"
     access.unlink(missing_ok=True)
+    waited = wait_quiet(args.quiet_wait)
     proc = children.start(proxy_argv(variant, backend_port, port, admin_port, work), log=log)
     try:
         wait_port(port, proc)
-        checks: dict[str, Any] = {}
+        checks: dict[str, Any] = {"waited_for_quiet_s": waited}
         status, headers, body = http_get(port, TARGET_PATH)
         checks["probe_status"] = status
         checks["probe_body"] = body[:200].decode(errors="replace")
@@ -499,9 +504,11 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     base: float | None = None
     for variant in VARIANTS:
-        ms = [m for m in measurements if m.variant == variant]
-        if not ms:
+        every = [m for m in measurements if m.variant == variant]
+        if not every:
             continue
+        clean = [m for m in every if not m.checks.get("disturbed")]
+        ms = clean or every  # runs disturbed by other load count only if no clean run exists
 
         def med(attr: str, ms: list[Measurement] = ms) -> float | None:
             vals = [getattr(m, attr) for m in ms if getattr(m, attr) is not None]
@@ -509,9 +516,12 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
 
         row: dict[str, Any] = {
             "runs": len(ms),
+            "runs_total": len(every),
+            "disturbed_runs": len(every) - len(clean),
             "rps_median": med("rps"),
             "rps_best": max(m.rps for m in ms),
-            "rps_all": [m.rps for m in ms],
+            "rps_all": [m.rps for m in every],
+            "rps_all_disturbed": [bool(m.checks.get("disturbed")) for m in every],
             "p50_ms_median": med("p50_ms"),
             "p99_ms_median": med("p99_ms"),
             "proxy_cpu_us_per_req_median": med("proxy_cpu_us_per_req"),
@@ -519,7 +529,6 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
             "non_2xx_3xx_total": sum(m.non_2xx_3xx for m in ms),
             "socket_errors_total": sum(sum(m.socket_errors.values()) for m in ms),
             "other_cpu_s_max": max((m.checks.get("other_cpu_s", 0) for m in ms), default=None),
-            "disturbed_runs": sum(1 for m in ms if m.checks.get("disturbed")),
         }
         if variant == "mitmdump":
             base = row["rps_median"]
@@ -564,7 +573,7 @@ def microbench(
                 mode=[f"reverse:http://{LOOPBACK}:9"],
                 sidegate_policies=str(policy_dir),
                 sidegate_admin="",
-                sidegate_reload_interval=0,
+                sidegate_reload_interval="0",
                 sidegate_access_log="/dev/null",
             )
             policy = load_policy_set(policy_dir)
@@ -650,6 +659,13 @@ def _headers() -> Any:
 # -- report --------------------------------------------------------------------------------------
 
 
+def per_round(row: dict[str, Any]) -> str:
+    """Requests/s of every run in round order; * marks a run disturbed by other load."""
+    return ", ".join(
+        f"{x:.0f}{'*' if d else ''}" for x, d in zip(row["rps_all"], row["rps_all_disturbed"], strict=True)
+    )
+
+
 def fmt(v: float | None, nd: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
@@ -659,7 +675,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Measured {result['timestamp']} on {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}); "
         f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s --latency, keep-alive, "
-        f"{s['rounds']} round(s) per variant in alternating order; figures are medians over the rounds. "
+        f"{s['rounds']} round(s) per variant in alternating order; figures are medians over the runs "
+        "not disturbed by other load on the machine (* in the last column marks a disturbed run). "
         "wrk, the proxy and the backend share the same cores.",
         "",
         "| variant | requests/s (median) | p50 ms | p99 ms | proxy CPU µs/req | ratio to mitmdump | per-round rps |",
@@ -669,7 +686,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {variant} | {row['rps_median']:.0f} | {fmt(row['p50_ms_median'])} | {fmt(row['p99_ms_median'])} | "
             f"{fmt(row['proxy_cpu_us_per_req_median'], 0)} | {fmt(row['ratio_to_mitmdump'])} | "
-            f"{', '.join(f'{x:.0f}' for x in row['rps_all'])} |"
+            f"{per_round(row)} |"
         )
     disturbed = {v: r["disturbed_runs"] for v, r in result["summary"].items() if r.get("disturbed_runs")}
     lines += [
@@ -707,7 +724,7 @@ def print_table(summary: dict[str, dict[str, Any]]) -> None:
         print(
             f"{variant:<20} {row['rps_median']:>9.0f} {fmt(row['p50_ms_median']):>8} {fmt(row['p99_ms_median']):>8} "
             f"{fmt(row['proxy_cpu_us_per_req_median'], 0):>11} {fmt(row['ratio_to_mitmdump']):>7}  "
-            f"{', '.join(f'{x:.0f}' for x in row['rps_all'])}"
+            f"{per_round(row)}"
         )
 
 
@@ -762,6 +779,12 @@ def main(argv: list[str] | None = None) -> int:
         "--retries", type=int, default=2, help="re-measure a run disturbed by other load up to N times (default 2)"
     )
     parser.add_argument("--retry-pause", type=float, default=5, help="seconds to wait before such a retry")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60,
+        help="before each measurement wait up to this many seconds for the machine to be idle (default 60)",
+    )
     parser.add_argument("--label", default="", help="free text naming what was measured (kept in the JSON)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
@@ -783,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     args.iterations = max(100, min(args.iterations, 200_000))
     args.retries = max(0, min(args.retries, 5))
     args.retry_pause = max(0.0, min(args.retry_pause, 60.0))
+    args.quiet_wait = max(0.0, min(args.quiet_wait, 600.0))
 
     os.chdir(SOURCE)
     sys.path.insert(0, str(SOURCE))  # ahead of the editable install's finder
@@ -884,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "iterations": args.iterations,
             "target_path": TARGET_PATH,
-            "statistic": "median over rounds (rps_best also kept)",
+            "statistic": "median over the rounds not disturbed by other load (all of them if none is clean)",
             "wrk": subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0:1],
         },
         "variants": DESCRIPTIONS,
@@ -907,6 +931,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {ratio:.2f} (median) → {'met' if met and not errs else 'NOT met'}"
             + (f"; {errs} non-2xx/socket errors" if errs else ""),
         }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")  # before printing: a closed stdout loses nothing
     print_table(summary)
     for mb in micro:
         print(f"\nmicrobench ({mb['policy']}; {mb['path']} → {mb['route']}), mean µs/request:")
@@ -915,8 +941,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'total':<22} wall {mb['wall_total_us']:7.1f}   recorded {mb['checkpoint_us_total']:7.1f}")
     if failures:
         print(f"\nbench: {len(failures)} measurement(s) failed; see {args.output}", file=sys.stderr)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nbench: results written to {args.output}\n")
     print(markdown(result))
     return 1 if failures else 0

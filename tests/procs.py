@@ -152,7 +152,7 @@ class Sidecar:
             connection_strategy: lazy
             sidegate_policies: policies
             sidegate_admin: 127.0.0.1:{self.admin_port}
-            sidegate_reload_interval: 0.2
+            sidegate_reload_interval: 200ms
             web_host: 127.0.0.1
             web_port: {self.web_port}
             web_open_browser: false

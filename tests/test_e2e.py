@@ -358,3 +358,11 @@ def test_mitmproxys_own_errors_carry_cors_headers(sidecar):
         + b"0\r\n\r\n",
     )
     assert chunked.startswith(b"HTTP/1.1 413") and b"access-control-allow-origin: https://app.example" in chunked
+
+
+def test_reload_interval_can_be_set_on_the_command_line(sidecar):
+    sc = sidecar(sets=["--set", "sidegate_reload_interval=0"])
+    assert sc.get("/books").status == 200
+    sc.write_policy("api.yaml", "kind: Api\nroutes:\n  GET /new: {}\n")
+    time.sleep(0.6)
+    assert sc.get("/books").status == 200  # hot reload is off: the old set still serves
