@@ -251,3 +251,23 @@ def test_policy_errors(tmp_path):
         "policies/t.yaml:5:37: routes['GET /a'].key[0]: expected ip, client_cert_subject or header:<name> (got 'cookie')",
         "policies/t.yaml:6:19: trusted_proxies[0]: invalid IP network 'not-a-net'",
     ]
+
+
+async def test_per_client_certificate_subject_buckets(make_gateway, backend, clock):
+    from mitmproxy import certs
+
+    from addons import pki
+
+    root = pki.create_root_ca()
+    alice = certs.Cert(pki.create_client_cert(root, pki.x509_name("alice")).cert)
+    bob = certs.Cert(pki.create_client_cert(root, pki.x509_name("bob")).cert)
+    policy = throttle(routes={"GET /books": {"rate": 1, "burst": 1, "key": ["client_cert_subject"]}})
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+
+    def as_client(cert):
+        f = req()
+        f.client_conn.certificate_list = [cert]
+        return f
+
+    codes = [(await drive(gate, as_client(c))).response.status_code for c in (alice, alice, bob)]
+    assert codes == [200, 429, 200]

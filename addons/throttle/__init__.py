@@ -67,8 +67,9 @@ class Throttle:
                 peer = ex.flow.client_conn.peername[0] if ex.flow.client_conn.peername else None
                 values.append(client_ip(peer, ex.request.headers.get_all("x-forwarded-for"), self._trusted))
             elif part == "client_cert_subject":
-                cert = ex.flow.client_conn.certificate_list
-                values.append(cert[0].subject_str if cert else "")  # type: ignore[attr-defined]
+                # the verified client certificate's subject (mTLS); empty without one
+                certs = ex.flow.client_conn.certificate_list
+                values.append(",".join(f"{k}={v}" for k, v in certs[0].subject) if certs else "")
             else:
                 values.append(ex.request.headers.get(part.removeprefix("header:"), ""))
         # Hashed: keys are stored and traced, and client values (tokens in headers) stay private.
