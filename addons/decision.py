@@ -81,7 +81,9 @@ class Exchange:
     checkpoint_us: dict[str, int] = field(default_factory=dict)
     trace: list[dict[str, Any]] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)  # plugin scratch space, per request
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin -> plain data for its trace entry
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # request headers whose value is replaced before the flow is recorded (API keys)
+    redact_headers: dict[str, str] = field(default_factory=dict)  # plugin -> plain data for its trace entry
     finished: bool = False
 
     @property

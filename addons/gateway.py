@@ -189,6 +189,9 @@ class Sidegate:
         """Record the request once: metadata, comment, mark, metrics, one JSON log line."""
         ex.finished = True
         flow = ex.flow
+        for name, placeholder in ex.redact_headers.items():
+            if name in flow.request.headers:
+                flow.request.headers[name] = placeholder
         status = flow.response.status_code if flow.response is not None else None
         rejection = ex.rejection
         if rejection is not None:

@@ -148,6 +148,8 @@ class RedisServer:
                 "no",
                 "--daemonize",
                 "no",
+                "--enable-debug-command",  # DEBUG SLEEP: the slow-Redis test
+                "local",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -145,3 +145,27 @@ async def test_quotas_live_in_redis_and_are_shared_by_replicas(
         f"sidegate:quota:partner:{next(e for e in last.metadata['sidegate']['trace'] if e['plugin'] == 'api_keys')['detail']['period_start']}"
     ]
     assert KEY not in "".join(redis_server.keys())
+
+
+async def test_slow_redis_times_out_into_the_fallback(make_gateway, backend, redis_server):
+    import threading
+    import time
+
+    import redis as sync_redis
+
+    policy = throttle(redis_server.url, on_store_error="local", routes={"GET /books": {"rate": 1, "burst": 5}})
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    assert throttle_entry(await drive(gate, req()))["detail"]["store"] == "redis"
+    client = sync_redis.Redis(host="127.0.0.1", port=redis_server.port)
+    sleeper = threading.Thread(target=lambda: client.execute_command("DEBUG", "SLEEP", "1.5"))
+    sleeper.start()
+    try:
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        f = await drive(gate, req())
+        elapsed = time.monotonic() - t0
+    finally:
+        sleeper.join()
+        client.close()
+    assert f.response.status_code == 200
+    assert throttle_entry(f)["detail"]["store"] == "local" and elapsed < 1.0  # 200 ms store_timeout, not 1.5 s

@@ -203,3 +203,20 @@ def test_key_naming_an_unknown_plan_and_required_keys_without_plans(tmp_path):
     (tmp_path / "policies" / "plans.yaml").unlink()
     with pytest.raises(PolicyError, match=r"api.yaml:2:1: routes: routes require an API key, but no UsagePlans"):
         load_policy_set(tmp_path / "policies")
+
+
+async def test_saved_flow_shows_the_key_id_not_the_key(make_gateway, backend, tmp_path):
+    from mitmproxy import io
+
+    _, gate = make_gateway({"api.yaml": API, "plans.yaml": plans()}, upstream=backend.url)
+    ok = await drive(gate, req(key=GOLD))
+    bad = await drive(gate, req(key="unknownKEYPLANTED0000000"))
+    assert backend.seen[0]["headers"]["x-api-key"] == GOLD  # the backend still receives it
+    assert ok.request.headers["x-api-key"] == "[redacted: key partner-a]"
+    assert bad.request.headers["x-api-key"] == "[redacted: unknown key]"
+    path = tmp_path / "flows"
+    with open(path, "wb") as fh:
+        writer = io.FlowWriter(fh)
+        writer.add(ok)
+        writer.add(bad)
+    assert GOLD.encode() not in path.read_bytes() and b"unknownKEYPLANTED" not in path.read_bytes()

@@ -183,6 +183,10 @@ class ApiKeys:
             return None  # keys are ignored where not required, as API Gateway does
         sent = ex.request.headers.get(self._header)
         found = self._by_digest.get(_digest(sent)) if sent else None
+        if sent:
+            # The backend still receives the key; what sidegate records (the saved flow, mitmweb)
+            # shows only the key id.
+            ex.redact_headers[self._header] = f"[redacted: key {found[0]}]" if found else "[redacted: unknown key]"
         if found is None:
             return self._invalid(ex, "api_key_missing" if not sent else "api_key_unknown")
         key_id, plan_name, enabled = found
