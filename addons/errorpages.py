@@ -16,6 +16,7 @@ are installed once and checked by the end-to-end tests against the pinned mitmpr
 from __future__ import annotations
 
 import json
+import uuid
 from collections import deque
 from collections.abc import Generator
 from typing import Any
@@ -121,7 +122,8 @@ def _plain_error_response(status_code: int, message: str = "") -> bytes:
     resp = http.Response.make(
         status_code,
         json.dumps({"message": text}).encode(),
-        {"content-type": "application/json", "connection": "close"},
+        # No flow exists, so no configured header name either: API Gateway's own.
+        {"content-type": "application/json", "connection": "close", "x-amzn-RequestId": str(uuid.uuid4())},
     )
     if default and default.error_type:
         resp.headers[ERROR_TYPE_HEADER] = default.error_type

@@ -104,6 +104,7 @@ def test_oversized_and_malformed_requests_get_gateway_responses(sidecar):
     head, _, body = bad.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), bad[:300]
     assert b"mitmproxy" not in bad and json.loads(body) == {"message": "Bad Request"}
+    assert b"x-amzn-RequestId: " in head
     small = sc.get("/books", method="POST", body=b'{"title": "ok"}', headers={"content-type": "application/json"})
     assert small.status == 201
     lines = sc.log_lines()
