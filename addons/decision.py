@@ -9,6 +9,7 @@ plugins never set ``flow.response`` themselves.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from addons.routing import RouteMatch
 
 METADATA_KEY = "sidegate"
+_EMPTY = object()  # an empty body: each caller says what that means to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,23 @@ class Exchange:
     @property
     def stage_variables(self) -> dict[str, str]:
         return self.policy.api.stage_variables
+
+    def json_body(self, empty: Any = None) -> tuple[bool, Any]:
+        """The request body parsed as JSON once per request and shared by every plugin:
+        (True, value), or (False, None) when it is not JSON. An empty body gives ``empty``."""
+        cached = self.vars.get("_json_body")
+        if cached is None:
+            raw = self.flow.request.get_content(strict=False) or b""
+            if not raw.strip():
+                cached = (True, _EMPTY)
+            else:
+                try:
+                    cached = (True, json.loads(raw))
+                except (ValueError, UnicodeDecodeError):
+                    cached = (False, None)
+            self.vars["_json_body"] = cached
+        ok, value = cached
+        return ok, (empty if value is _EMPTY else value)
 
     @property
     def decided(self) -> bool:

@@ -7,14 +7,16 @@ document against the model its ``kind`` names.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import jsonschema
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from addons.gateway_responses import RESPONSE_TYPES
-from addons.policy.types import Duration, HttpUrl, Mode, PolicyModel, Regex, Secret
+from addons.policy.types import POLICY_ROOT, Duration, HttpUrl, Mode, PolicyModel, Regex, Secret
 from addons.routing import RouteKey, parse_route_key
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -59,8 +61,63 @@ class HttpIntegration(PolicyModel):
     )
 
 
+_PARAM_REF = re.compile(r"^method\.request\.(path|querystring|header)\.([A-Za-z0-9._$-]+)$")
+_MEDIA_TYPE = re.compile(r"^(\$default|[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)$")
+
+
+def _param_ref(value: str) -> str:
+    if not _PARAM_REF.match(value):
+        raise ValueError(
+            f"expected method.request.path.<name>, method.request.querystring.<name> or "
+            f"method.request.header.<name> (got {value!r})"
+        )
+    return value
+
+
+def _media_type(value: str) -> str:
+    if not _MEDIA_TYPE.match(value.lower()):
+        raise ValueError(f"expected a media type such as application/json, or $default (got {value!r})")
+    return value.lower()
+
+
+def _json_schema(value: Any) -> Any:
+    """A JSON Schema draft 4 model: inline, or ``{file: models/book.json}``; checked and compiled once."""
+    if isinstance(value, dict) and set(value) == {"file"}:
+        path = POLICY_ROOT.get() / str(value["file"])
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ValueError(f"cannot read model file {value['file']} ({e.strerror})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"model file {value['file']} is not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(value, dict):
+        raise ValueError("a model is a JSON Schema object, or {file: path/to/model.json}")
+    try:
+        jsonschema.Draft4Validator.check_schema(value)
+    except jsonschema.SchemaError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        raise ValueError(f"invalid JSON Schema (draft 4) at {where}: {e.message}") from None
+    return jsonschema.Draft4Validator(value)
+
+
+JsonSchemaModel = Annotated[
+    Any,
+    BeforeValidator(_json_schema),
+    WithJsonSchema({"type": "object", "description": "JSON Schema draft 4, inline or {file: path}"}),
+]
+
+
 class Route(PolicyModel):
     integration: HttpIntegration = Field(default_factory=HttpIntegration)
+    request_validator: Literal["all", "params", "body"] | None = Field(
+        default=None, description="What API Gateway's request validator checks: all, params or body."
+    )
+    request_parameters: dict[Annotated[str, AfterValidator(_param_ref)], bool] = Field(
+        default_factory=dict, description="method.request.{path,querystring,header}.<name>: true when required."
+    )
+    request_models: dict[Annotated[str, AfterValidator(_media_type)], JsonSchemaModel] = Field(
+        default_factory=dict, description="Content-Type (or $default) -> JSON Schema draft 4 model."
+    )
     api_key_required: bool = Field(
         default=False, description="Requests need an x-api-key of a usage plan covering this stage (kind: UsagePlans)."
     )

@@ -31,6 +31,7 @@ from addons.router import RouterPlugin
 from addons.routing import Router
 from addons.throttle import make_throttle, redis_store
 from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore, RedisQuotaStore
+from addons.validation import RequestValidation, compile_routes
 
 _generations = itertools.count(1)
 
@@ -145,6 +146,10 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         builtins.append((make_throttle(throttle_policy, api, source, enforced=throttle_on), True, source))
     if keys is not None:
         builtins.append((QuotaCommit(keys), True, keys.source))
+    # API Gateway validates the request after the usage plan and throttle checks.
+    validations = compile_routes(api)
+    if validations:
+        builtins.append((RequestValidation(validations, routes_source), enforced(api.mode), routes_source))
 
     user: list[tuple[object, bool, str]] = []
     for doc in documents:
