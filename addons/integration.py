@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from mitmproxy import http
@@ -25,7 +25,8 @@ from yarl import URL
 
 from addons.decision import Exchange, Reject
 from addons.lifecycle import INTEGRATION_REQUEST, apply_rejection, trace_entry
-from addons.policy.models import HttpIntegration
+from addons.mapping import BACKEND_REQUEST, BackendRequest
+from addons.policy.models import AWS_JSON_TARGETS, HttpIntegration
 from addons.policy.types import Secret
 from addons.routing import GREEDY, parse_route_key
 
@@ -66,9 +67,14 @@ class Integrations:
             await self._session.close()
             self._session = None
 
-    def target_url(self, ex: Exchange, integration: HttpIntegration) -> str:
+    def target_url(self, ex: Exchange, integration: HttpIntegration, prepared: BackendRequest | None = None) -> str:
         req = ex.request
         raw_path = req.path  # includes the query string
+        if prepared is not None:  # non-proxy: the query string is what the mapping produced
+            query_string = urlencode(prepared.query)
+            raw_path = ex.path + (f"?{query_string}" if query_string else "")
+        if integration.type == "aws" and integration.uri is None:
+            return f"https://{integration.service}.{integration.region}.amazonaws.com/"
         if integration.uri is None:
             base = ex.policy.api.upstream or self.gate.default_upstream
             if base is None:
@@ -77,7 +83,7 @@ class Integrations:
         greedy = set()
         if ex.route is not None and ex.route.key != "$default":
             greedy = {n for k, n in parse_route_key(ex.route.key).segments if k == GREEDY}
-        params = ex.path_params
+        params = prepared.path_params if prepared is not None else ex.vars.get("mapped_path_params", ex.path_params)
         stage_vars = ex.stage_variables
 
         def param(m: re.Match[str]) -> str:
@@ -99,9 +105,13 @@ class Integrations:
         start = time.perf_counter_ns()
         reject: Reject | None = None
         status: int | None = None
+        prepared: BackendRequest | None = ex.vars.get(BACKEND_REQUEST)
         try:
-            url = self.target_url(ex, integration)
-            response = await self._send(ex, integration, url, timeout)
+            if prepared is not None and prepared.mock_status is not None:
+                response = http.Response.make(prepared.mock_status, b"", {"content-type": "application/json"})
+            else:
+                url = self.target_url(ex, integration, prepared)
+                response = await self._send(ex, integration, url, timeout, prepared)
             status = response.status_code
             ex.flow.response = response
         except TimeoutError:
@@ -123,22 +133,36 @@ class Integrations:
         self.gate.metrics.rejection("integration", reject.reason, True)
         apply_rejection(self.gate, ex, "integration", reject)
 
-    async def _send(self, ex: Exchange, integration: HttpIntegration, url: str, timeout: float) -> http.Response:
+    async def _send(
+        self, ex: Exchange, integration: HttpIntegration, url: str, timeout: float, prepared: BackendRequest | None
+    ) -> http.Response:
         req = ex.request
         headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in req.headers.fields:
-            lname = name.decode("latin-1").lower()
-            if lname not in HOP_BY_HOP:
-                headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        peer = ex.flow.client_conn.peername[0] if ex.flow.client_conn.peername else None
-        if peer:
-            prior = headers.get("x-forwarded-for")
-            headers["x-forwarded-for"] = f"{prior}, {peer}" if prior else peer
-        headers["x-forwarded-proto"] = "https" if ex.flow.client_conn.tls_established else "http"
+        if prepared is None:  # http_proxy: the client's request, minus hop-by-hop headers
+            for name, value in req.headers.fields:
+                lname = name.decode("latin-1").lower()
+                if lname not in HOP_BY_HOP:
+                    headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            peer = ex.flow.client_conn.peername[0] if ex.flow.client_conn.peername else None
+            if peer:
+                prior = headers.get("x-forwarded-for")
+                headers["x-forwarded-for"] = f"{prior}, {peer}" if prior else peer
+            headers["x-forwarded-proto"] = "https" if ex.flow.client_conn.tls_established else "http"
+            method = req.method if integration.method == "ANY" else integration.method
+            body = req.raw_content or None
+        else:  # http, aws: only what the integration request mapped
+            for mapped_name, mapped_value in prepared.headers:
+                headers[mapped_name] = mapped_value
+            method = prepared.method
+            body = prepared.body or None
         for header, configured in integration.request_headers.items():
             headers[header] = configured.reveal() if isinstance(configured, Secret) else configured
-        method = req.method if integration.method == "ANY" else integration.method
-        body = req.raw_content or None
+        if integration.type == "aws":
+            assert integration.service is not None and integration.action is not None
+            headers["x-amz-target"] = f"{AWS_JSON_TARGETS[integration.service]}.{integration.action}"
+            headers.setdefault("content-type", "application/x-amz-json-1.0")
+            if integration.credentials is not None:
+                sign_aws(headers, method, url, body or b"", integration)
         async with asyncio.timeout(timeout):
             async with self._client().request(
                 method,
@@ -170,6 +194,26 @@ class Integrations:
             timestamp_start=time.time(),
             timestamp_end=time.time(),
         )
+
+
+def sign_aws(headers: CIMultiDict[str], method: str, url: str, body: bytes, integration: HttpIntegration) -> None:
+    """SigV4 with botocore's signer, as API Gateway signs AWS integrations with its role."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    creds = integration.credentials
+    assert creds is not None and integration.service is not None
+    credentials = Credentials(
+        creds.access_key_id.reveal(),
+        creds.secret_access_key.reveal(),
+        creds.session_token.reveal() if creds.session_token else None,
+    )
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    SigV4Auth(credentials, integration.service, integration.region).add_auth(request)
+    for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+        if name in request.headers:
+            headers[name] = request.headers[name]
 
 
 class ResponseTooLarge(Exception):

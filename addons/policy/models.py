@@ -43,24 +43,6 @@ def _route_key(value: str) -> str:
 RouteKeyText = Annotated[str, AfterValidator(_route_key)]
 
 
-class HttpIntegration(PolicyModel):
-    """Where a route sends the request (API Gateway's HTTP / HTTP_PROXY integration)."""
-
-    type: Literal["http_proxy"] = "http_proxy"
-    uri: HttpUrl | None = Field(
-        default=None,
-        description="Target URL; may use {param} path parameters and ${stageVariables.name}. "
-        "Default: the Api's upstream plus the request path.",
-    )
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY"] = "ANY"
-    timeout: Annotated[Duration, Field(ge=0.05, le=MAX_TIMEOUT)] | None = None
-    tls_verify: bool = True
-    request_headers: dict[HeaderName, str | Secret] = Field(
-        default_factory=dict,
-        description="Headers set on the backend request; values may be secret references.",
-    )
-
-
 _PARAM_REF = re.compile(r"^method\.request\.(path|querystring|header)\.([A-Za-z0-9._$-]+)$")
 _MEDIA_TYPE = re.compile(r"^(\$default|[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)$")
 
@@ -105,6 +87,154 @@ JsonSchemaModel = Annotated[
     BeforeValidator(_json_schema),
     WithJsonSchema({"type": "object", "description": "JSON Schema draft 4, inline or {file: path}"}),
 ]
+
+
+# -- integrations (addons/integration.py, addons/mapping.py) ----------------------------------
+
+_TARGET = re.compile(r"^integration\.request\.(header|querystring|path)\.([A-Za-z0-9._$-]+)$")
+_SOURCE = re.compile(
+    r"^(method\.request\.(path|querystring|multivaluequerystring|header|multivalueheader)\.[A-Za-z0-9._$-]+"
+    r"|method\.request\.body(\.[A-Za-z0-9._$\[\]'*-]+)?|stageVariables\.[A-Za-z0-9_]+|context\.[A-Za-z0-9_.]+"
+    r"|'[^']*')$"
+)
+_RESPONSE_TARGET = re.compile(r"^method\.response\.header\.([A-Za-z0-9._$-]+)$")
+_RESPONSE_SOURCE = re.compile(
+    r"^(integration\.response\.(header|multivalueheader)\.[A-Za-z0-9._$-]+"
+    r"|integration\.response\.body(\.[A-Za-z0-9._$\[\]'*-]+)?|stageVariables\.[A-Za-z0-9_]+"
+    r"|context\.[A-Za-z0-9_.]+|'[^']*')$"
+)
+# API Gateway refuses to map these (a 500 at run time there; a load error here).
+FORBIDDEN_MAPPED_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "x-amzn-trace-id", "x-amzn-apigateway-api-id"}
+)
+FORBIDDEN_MAPPED_HEADERS_AWS = FORBIDDEN_MAPPED_HEADERS | {
+    "authorization",
+    "connection",
+    "expect",
+    "proxy-authenticate",
+    "te",
+}
+
+
+def _target(value: str) -> str:
+    m = _TARGET.match(value)
+    if not m:
+        raise ValueError(
+            f"expected integration.request.header.<name>, integration.request.querystring.<name> or "
+            f"integration.request.path.<name> (got {value!r})"
+        )
+    if m.group(1) == "header" and m.group(2).lower() in FORBIDDEN_MAPPED_HEADERS:
+        raise ValueError(f"header {m.group(2)} cannot be mapped (API Gateway refuses it)")
+    return value
+
+
+def _source(value: str) -> str:
+    if not _SOURCE.match(value):
+        raise ValueError(
+            "expected method.request.{path,querystring,multivaluequerystring,header,multivalueheader}.<name>, "
+            f"method.request.body[.<JSONPath>], stageVariables.<name>, context.<var> or 'static' (got {value!r})"
+        )
+    return value
+
+
+def _response_target(value: str) -> str:
+    if not _RESPONSE_TARGET.match(value):
+        raise ValueError(f"expected method.response.header.<name> (got {value!r})")
+    return value
+
+
+def _response_source(value: str) -> str:
+    if not _RESPONSE_SOURCE.match(value):
+        raise ValueError(
+            "expected integration.response.{header,multivalueheader}.<name>, integration.response.body[.<JSONPath>], "
+            f"stageVariables.<name>, context.<var> or 'static' (got {value!r})"
+        )
+    return value
+
+
+Templates = dict[Annotated[str, AfterValidator(_media_type)], str]
+
+
+class IntegrationResponse(PolicyModel):
+    """One of API Gateway's integration responses, chosen by the backend's status code."""
+
+    selection_pattern: Regex | None = Field(
+        default=None, description="RE2 pattern matched against the whole status code; none: the default response."
+    )
+    status: Annotated[int, Field(ge=100, le=599)]
+    response_parameters: dict[
+        Annotated[str, AfterValidator(_response_target)], Annotated[str, AfterValidator(_response_source)]
+    ] = Field(default_factory=dict)
+    templates: Templates = Field(default_factory=dict, description="Response templates (VTL) by media type.")
+
+
+# AWS services spoken over the JSON protocol: X-Amz-Target prefix per service.
+AWS_JSON_TARGETS = {
+    "dynamodb": "DynamoDB_20120810",
+    "kinesis": "Kinesis_20131202",
+    "firehose": "Firehose_20150804",
+    "logs": "Logs_20140328",
+    "events": "AWSEvents",
+    "states": "AWSStepFunctions",
+}
+
+
+class AwsCredentials(PolicyModel):
+    access_key_id: Secret
+    secret_access_key: Secret
+    session_token: Secret | None = None
+
+
+class HttpIntegration(PolicyModel):
+    """Where and how a route calls its backend (API Gateway's integration)."""
+
+    type: Literal["http_proxy", "http", "mock", "aws"] = Field(
+        default="http_proxy",
+        description="http_proxy forwards as is; http maps with templates; mock answers from the template; "
+        "aws calls an AWS service endpoint (SigV4-signed when credentials are given).",
+    )
+    uri: HttpUrl | None = Field(
+        default=None,
+        description="Target URL; may use {param} path parameters and ${stageVariables.name}. "
+        "Default: the Api's upstream plus the request path (aws: the service endpoint).",
+    )
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY"] = "ANY"
+    timeout: Annotated[Duration, Field(ge=0.05, le=MAX_TIMEOUT)] | None = None
+    tls_verify: bool = True
+    request_headers: dict[HeaderName, str | Secret] = Field(
+        default_factory=dict,
+        description="Headers set on the backend request; values may be secret references.",
+    )
+    request_parameters: dict[Annotated[str, AfterValidator(_target)], Annotated[str, AfterValidator(_source)]] = Field(
+        default_factory=dict,
+        description="integration.request.* <- method.request.* / stageVariables / context / 'static'",
+    )
+    request_templates: Templates = Field(default_factory=dict, description="Request templates (VTL) by Content-Type.")
+    passthrough_behavior: Literal["WHEN_NO_MATCH", "WHEN_NO_TEMPLATES", "NEVER"] = "WHEN_NO_MATCH"
+    responses: list[IntegrationResponse] = Field(default_factory=list)
+    service: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] | None = None
+    action: Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "us-east-1"
+    credentials: AwsCredentials | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpIntegration:
+        if self.type == "aws":
+            if not self.service or not self.action:
+                raise ValueError("an aws integration needs service and action (e.g. dynamodb, Scan)")
+            if self.service not in AWS_JSON_TARGETS:
+                raise ValueError(
+                    f"service {self.service!r} is not supported; expected one of: {', '.join(AWS_JSON_TARGETS)}"
+                )
+            for target in self.request_parameters:
+                name = target.rsplit(".", 1)[-1].lower()
+                if target.startswith("integration.request.header.") and name in FORBIDDEN_MAPPED_HEADERS_AWS:
+                    raise ValueError(f"header {name} cannot be mapped in an aws integration (API Gateway refuses it)")
+        elif self.service or self.action or self.credentials:
+            raise ValueError("service, action and credentials belong to aws integrations")
+        if self.type == "http_proxy" and (self.request_templates or self.responses):
+            raise ValueError("http_proxy integrations take no templates or integration responses (use type: http)")
+        return self
 
 
 class Route(PolicyModel):

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from addons.cors import Cors
 from addons.gateway_responses import Responder
+from addons.mapping import IntegrationMapping, compile_integrations
 from addons.origin_verify import OriginVerify
 from addons.plugins import CHECKPOINT_METHODS, PluginSlot, instantiate, slots_for
 from addons.policy.errors import PolicyError, PolicyIssue
@@ -32,6 +33,7 @@ from addons.routing import Router
 from addons.throttle import make_throttle, redis_store
 from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore, RedisQuotaStore
 from addons.validation import RequestValidation, compile_routes
+from addons.vtl import TemplateError
 
 _generations = itertools.count(1)
 
@@ -107,6 +109,16 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         )
     routes_source = api_doc.source_of("routes") if api_doc else "<default>"
     builtins.append((RouterPlugin(routes_source), enforced(api.mode), routes_source))
+    try:
+        integrations = compile_integrations(api, api_doc.source_of if api_doc else lambda *_: "<default>")
+    except TemplateError as e:
+        assert api_doc is not None
+        _, _, at = e.source.rpartition(":")
+        where = f"template line {e.line}: " if e.line is not None else ""
+        issues.append(PolicyIssue(api_doc.path, int(at) if at.isdigit() else None, 1, "template", where + e.problem))
+        integrations = {}
+    if any(c.spec.type != "http_proxy" or c.parameters for c in integrations.values()):
+        builtins.append((IntegrationMapping(integrations, routes_source), True, routes_source))
     plans_doc = _single(documents, UsagePlansPolicy, issues)
     throttle_doc = _single(documents, ThrottlePolicy, issues)
     keys: ApiKeys | None = None

@@ -1,0 +1,340 @@
+"""Integration request and response mapping. Checkpoints: integration request (parameters,
+request templates, passthrough), integration response (selection, response templates, header
+mapping). Policy: ``kind: Api`` route ``integration`` blocks of type ``http``, ``aws`` and ``mock``.
+
+http_proxy integrations pass through untouched (only ``request_parameters`` apply). The others
+follow API Gateway's non-proxy rules: the backend sees only what is mapped (parameters, the
+template's body), the client sees the status of the integration response whose
+``selection_pattern`` matches the backend's status (the one without a pattern is the default; none
+matching is 500), with the mapped headers and the rendered response template. Response headers
+API Gateway remaps (``Date``, ``Server``, ...) come out as ``x-amzn-Remapped-<Name>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import http
+
+from addons.decision import Exchange, Reject
+from addons.policy.models import ApiPolicy, HttpIntegration
+from addons.vtl import InvalidPayloadError, RenderContext, Template, TemplateError, compile_template
+from addons.vtl.errors import Abort
+from addons.vtl.jsonpath import MISSING, compile_path, evaluate
+
+BACKEND_REQUEST = "backend_request"
+JSON = "application/json"
+# Non-proxy answers: these backend headers reach the client renamed (API Gateway's list).
+REMAPPED = frozenset(
+    ["connection", "content-length", "date", "server", "authorization", "content-md5", "expect", "host",
+     "max-forwards", "proxy-authenticate", "trailer", "upgrade", "user-agent", "www-authenticate"]
+)  # fmt: skip
+DROPPED = frozenset(["transfer-encoding"])
+_STATUS_CODE = re.compile(r'"?statusCode"?\s*:\s*"?(\d{3})')
+
+
+@dataclass(slots=True)
+class BackendRequest:
+    """What the integration request checkpoint decided to send (http, aws, mock)."""
+
+    method: str
+    headers: list[tuple[str, str]]
+    query: list[tuple[str, str]]
+    path_params: dict[str, str]
+    body: bytes
+    mock_status: int | None = None  # mock: no backend call
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledResponse:
+    pattern: Any | None  # RE2, full match on the status code; None: the default response
+    status: int
+    parameters: tuple[tuple[str, str], ...]  # (header name, source expression)
+    templates: dict[str, Template]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledIntegration:
+    spec: HttpIntegration
+    request_templates: dict[str, Template]
+    responses: tuple[CompiledResponse, ...]
+    parameters: tuple[tuple[str, str, str], ...] = field(default=())  # (location, name, source)
+
+
+def compile_integrations(api: ApiPolicy, source_of: Any) -> dict[str, CompiledIntegration]:
+    """Compile every route's templates once; TemplateError carries the template's file:line."""
+    out = {}
+    for key, route in api.routes.items():
+        spec = route.integration
+        request_templates = {
+            media: compile_template(text, source=source_of("routes", key, "integration", "request_templates", media))
+            for media, text in spec.request_templates.items()
+        }
+        responses = tuple(
+            CompiledResponse(
+                r.selection_pattern,
+                r.status,
+                tuple((target.split(".", 3)[3], src) for target, src in r.response_parameters.items()),
+                {
+                    media: compile_template(
+                        text, source=source_of("routes", key, "integration", "responses", i, "templates", media)
+                    )
+                    for media, text in r.templates.items()
+                },
+            )
+            for i, r in enumerate(spec.responses)
+        )
+        parameters = tuple(
+            (target.split(".")[2], target.split(".", 3)[3], src) for target, src in spec.request_parameters.items()
+        )
+        out[key] = CompiledIntegration(spec, request_templates, responses, parameters)
+    return out
+
+
+def context_vars(ex: Exchange) -> dict[str, Any]:
+    """``$context`` for templates and ``context.<var>`` mappings (API Gateway's names)."""
+    req = ex.request
+    api = ex.policy.api
+    peer = ex.flow.client_conn.peername[0] if ex.flow.client_conn.peername else ""
+    key = ex.vars.get("usage_plan_key")
+    return {
+        "requestId": ex.request_id,
+        "extendedRequestId": ex.request_id,
+        "apiId": api.name,
+        "stage": api.stage,
+        "httpMethod": req.method,
+        "resourcePath": ex.route.resource_path if ex.route else ex.path,
+        "path": ex.path,
+        "protocol": "HTTP/1.1",
+        "domainName": req.pretty_host,
+        "requestTimeEpoch": int(ex.started * 1000),
+        "identity": {
+            "sourceIp": peer,
+            "userAgent": req.headers.get("user-agent", ""),
+            "apiKeyId": key.key_id if key is not None else "",
+            **ex.vars.get("client_cert_context", {}),
+        },
+        "authorizer": dict(ex.vars.get("authorizer", {})),
+    }
+
+
+def _lookup_context(ctx: dict[str, Any], dotted: str) -> str:
+    node: Any = ctx
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return ""
+        node = node[part]
+    return node if isinstance(node, str) else json.dumps(node) if isinstance(node, dict | list) else str(node)
+
+
+def _json_path(document: Any, path: str) -> str | None:
+    try:
+        value = evaluate(compile_path("$." + path), document)
+    except Abort:
+        return None
+    if value is MISSING:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def request_source(ex: Exchange, expr: str) -> str | None:
+    """The value of a request mapping expression, or None when it has none."""
+    if expr.startswith("'"):
+        return expr[1:-1]
+    if expr.startswith("stageVariables."):
+        return ex.stage_variables.get(expr.split(".", 1)[1])
+    if expr.startswith("context."):
+        return _lookup_context(context_vars(ex), expr.split(".", 1)[1])
+    if expr == "method.request.body":
+        return ex.request.get_text(strict=False) or ""
+    if expr.startswith("method.request.body."):
+        ok, doc = ex.json_body()
+        return _json_path(doc, expr.removeprefix("method.request.body.")) if ok else None
+    _, _, kind, name = expr.split(".", 3)
+    req = ex.request
+    if kind == "path":
+        return ex.path_params.get(name)
+    if kind in ("querystring", "multivaluequerystring"):
+        values = req.query.get_all(name)
+    else:
+        values = req.headers.get_all(name)
+    if not values:
+        return None
+    return values[-1] if kind in ("querystring", "header") else ",".join(values)
+
+
+def response_source(ex: Exchange, expr: str, backend: http.Response) -> str | None:
+    if expr.startswith("'"):
+        return expr[1:-1]
+    if expr.startswith("stageVariables."):
+        return ex.stage_variables.get(expr.split(".", 1)[1])
+    if expr.startswith("context."):
+        return _lookup_context(context_vars(ex), expr.split(".", 1)[1])
+    if expr == "integration.response.body":
+        return backend.get_text(strict=False) or ""
+    if expr.startswith("integration.response.body."):
+        try:
+            doc = json.loads(backend.get_content(strict=False) or b"null")
+        except ValueError:
+            return None
+        return _json_path(doc, expr.removeprefix("integration.response.body."))
+    _, _, kind, name = expr.split(".", 3)
+    values = backend.headers.get_all(name)
+    if not values:
+        return None
+    return values[-1] if kind == "header" else ",".join(values)
+
+
+def _render_context(ex: Exchange, body: bytes | str) -> RenderContext:
+    req = ex.request
+    return RenderContext(
+        body=body,
+        path_params=ex.path_params,
+        query_params={k: req.query.get_all(k)[-1] for k in req.query},
+        header_params={k: v for k, v in req.headers.items()},
+        context=context_vars(ex),
+        stage_variables=ex.stage_variables,
+    )
+
+
+class IntegrationMapping:
+    """Built from the Api: prepares non-proxy backend requests and maps their answers."""
+
+    name = "integration_mapping"
+
+    def __init__(self, integrations: dict[str, CompiledIntegration], source: str) -> None:
+        self._integrations = integrations
+        self.source = source
+
+    def _compiled(self, ex: Exchange) -> CompiledIntegration | None:
+        return self._integrations.get(ex.route.key) if ex.route is not None else None
+
+    def integration_request(self, ex: Exchange) -> Reject | None:
+        compiled = self._compiled(ex)
+        if compiled is None:
+            return None
+        spec = compiled.spec
+        req = ex.request
+        proxy = spec.type == "http_proxy"
+        headers: list[tuple[str, str]] = []
+        query: list[tuple[str, str]] = [] if not proxy else list(req.query.items(multi=True))
+        path_params = dict(ex.path_params)
+        for location, name, expr in compiled.parameters:
+            value = request_source(ex, expr)
+            if value is None:
+                continue
+            if location == "header":
+                headers.append((name, value))
+            elif location == "querystring":
+                query = [(k, v) for k, v in query if k != name] + [(name, value)]
+            else:
+                path_params[name] = value
+        if proxy:
+            if compiled.parameters:  # mapped headers and query strings on top of the forwarded request
+                for name, value in headers:
+                    req.headers[name] = value
+                req.query = query
+                ex.vars["mapped_path_params"] = path_params
+            return None
+        body: bytes = b""
+        media = req.headers.get("content-type", JSON).split(";", 1)[0].strip().lower() or JSON
+        templates = compiled.request_templates
+        template = templates.get(media)
+        if template is None:
+            # API Gateway's passthrough table: NEVER refuses whenever no template matches;
+            # WHEN_NO_TEMPLATES only when templates exist (just not for this type).
+            behaviour = spec.passthrough_behavior
+            if behaviour == "NEVER" or (behaviour == "WHEN_NO_TEMPLATES" and templates):
+                return Reject("UNSUPPORTED_MEDIA_TYPE", reason="no_request_template", source=self.source)
+            body = req.get_content(strict=False) or b""  # passthrough
+        else:
+            try:
+                result = template.render(_render_context(ex, req.get_content(strict=False) or b""))
+            except InvalidPayloadError:
+                return Reject("BAD_REQUEST_BODY", reason="invalid_request_payload", source=self.source)
+            except TemplateError as e:
+                ex.details[self.name] = {"error": str(e)}  # names the template's file:line, never request data
+                return Reject("API_CONFIGURATION_ERROR", reason="request_template_failed", source=self.source)
+            body = result.text.encode()
+            override = result.request_override
+            for name, values in override.header.items():
+                headers = [(k, v) for k, v in headers if k.lower() != name.lower()] + [(name, ",".join(values))]
+            for name, values in override.querystring.items():
+                query = [(k, v) for k, v in query if k != name] + [(name, v) for v in values]
+            path_params.update(override.path)
+        mock_status = None
+        if spec.type == "mock":
+            m = _STATUS_CODE.search(body.decode("utf-8", "replace")) if template is not None else None
+            mock_status = int(m.group(1)) if m else 200
+        if template is not None or spec.type == "aws":
+            headers.append(("content-type", media if spec.type != "aws" else "application/x-amz-json-1.0"))
+        method = req.method if spec.method == "ANY" else spec.method
+        ex.vars[BACKEND_REQUEST] = BackendRequest(
+            "POST" if spec.type == "aws" else method, headers, query, path_params, body, mock_status
+        )
+        return None
+
+    def integration_response(self, ex: Exchange) -> Reject | None:
+        compiled = self._compiled(ex)
+        backend = ex.response
+        if compiled is None or backend is None or compiled.spec.type == "http_proxy":
+            return None
+        if not compiled.responses:
+            _remap_headers(backend)  # no integration responses declared: the answer passes, remapped
+            return None
+        code = str(backend.status_code)
+        chosen = next((r for r in compiled.responses if r.pattern is not None and r.pattern.fullmatch(code)), None)
+        chosen = chosen or next((r for r in compiled.responses if r.pattern is None), None)
+        ex.details[self.name] = {"backend_status": backend.status_code}
+        if chosen is None:
+            return Reject("API_CONFIGURATION_ERROR", reason="no_integration_response", source=self.source)
+        ex.details[self.name]["status"] = chosen.status
+        headers: list[tuple[str, str]] = []
+        for name, expr in chosen.parameters:
+            value = response_source(ex, expr, backend)
+            if value is not None:
+                headers.append((name, value))
+        body = backend.get_content(strict=False) or b""
+        content_type = backend.headers.get("content-type", JSON)
+        status = chosen.status
+        if chosen.templates:
+            accept = ex.request.headers.get("accept", JSON).split(",", 1)[0].split(";", 1)[0].strip().lower()
+            media = accept if accept in chosen.templates else next(iter(chosen.templates))
+            try:
+                result = chosen.templates[media].render(_render_context(ex, body))
+            except InvalidPayloadError:
+                return Reject("INTEGRATION_FAILURE", reason="invalid_backend_payload", source=self.source)
+            except TemplateError as e:
+                ex.details[self.name]["error"] = str(e)
+                return Reject("API_CONFIGURATION_ERROR", reason="response_template_failed", source=self.source)
+            body, content_type = result.text.encode(), media
+            override = result.response_override
+            if override.status is not None:
+                status = override.status
+            for name, values in override.header.items():
+                headers = [(k, v) for k, v in headers if k.lower() != name.lower()] + [(name, ",".join(values))]
+        remapped = [(f"x-amzn-Remapped-{k}", v) for k, v in backend.headers.items(multi=True) if k.lower() in REMAPPED]
+        ex.flow.response = http.Response.make(
+            status,
+            body,
+            http.Headers(
+                [(b"content-type", content_type.encode())]
+                + [(k.encode(), v.encode()) for k, v in remapped if k.lower() != "x-amzn-remapped-content-length"]
+                + [(k.encode(), v.encode()) for k, v in headers]
+            ),
+        )
+        return None
+
+
+def _remap_headers(response: http.Response) -> None:
+    for name in list(response.headers.keys()):
+        lower = name.lower()
+        if lower in DROPPED:
+            del response.headers[name]
+        elif lower in REMAPPED and lower != "content-length":
+            values = response.headers.get_all(name)
+            del response.headers[name]
+            response.headers.set_all(f"x-amzn-Remapped-{name}", values)
