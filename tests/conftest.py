@@ -54,6 +54,8 @@ async def backend() -> AsyncIterator[Backend]:
             import asyncio
 
             await asyncio.sleep(float(request.query.get("s", "5")))
+        if request.path == "/truncated":  # a JSON answer cut short
+            return web.Response(status=200, body=b'{"n": 1, "items": [1, 2', content_type="application/json")
         if request.path.startswith("/status/"):
             return web.Response(status=int(request.path.rsplit("/", 1)[1]), text="status")
         resp = web.json_response({"method": request.method, "path": request.path_qs})
