@@ -347,7 +347,7 @@ def test_schema_command_prints_json_schema_of_every_kind():
 
 @pytest.mark.parametrize(
     "path",
-    sorted([*(ROOT / "policies").glob("*.yaml"), *(ROOT / "docs" / "examples").glob("*.yaml")]),
+    sorted([*(ROOT / "policies").glob("*.yaml"), *(ROOT / "docs" / "examples").rglob("*.yaml")]),
     ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_every_shipped_policy_file_matches_the_schema(path):
