@@ -13,10 +13,12 @@ API Gateway remaps (``Date``, ``Server``, ...) come out as ``x-amzn-Remapped-<Na
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from jsonschema.exceptions import best_match
 from mitmproxy import http
 
 from addons.decision import Exchange, Reject
@@ -25,7 +27,11 @@ from addons.vtl import InvalidPayloadError, RenderContext, Template, TemplateErr
 from addons.vtl.errors import Abort
 from addons.vtl.jsonpath import MISSING, compile_path, evaluate
 
+log = logging.getLogger("sidegate")
+
 BACKEND_REQUEST = "backend_request"
+# API Gateway's words for a backend answer it cannot use (e.g. a malformed proxy response): 502.
+BAD_ANSWER = "Internal server error"
 JSON = "application/json"
 # Non-proxy answers: these backend headers reach the client renamed (API Gateway's list).
 REMAPPED = frozenset(
@@ -257,6 +263,7 @@ class IntegrationMapping:
                 return Reject("BAD_REQUEST_BODY", reason="invalid_request_payload", source=self.source)
             except TemplateError as e:
                 ex.details[self.name] = {"error": str(e)}  # names the template's file:line, never request data
+                log.warning("sidegate: request template failed (request %s): %s", ex.request_id, e)
                 return Reject("API_CONFIGURATION_ERROR", reason="request_template_failed", source=self.source)
             body = result.text.encode()
             override = result.request_override
@@ -278,6 +285,35 @@ class IntegrationMapping:
         return None
 
     def integration_response(self, ex: Exchange) -> Reject | None:
+        reject = self._map_response(ex)
+        return reject or self._check_response_model(ex)
+
+    def _check_response_model(self, ex: Exchange) -> Reject | None:
+        """The method response's declared model, when the route asks for response validation."""
+        route = ex.policy.api.routes.get(ex.route.key) if ex.route is not None else None
+        response = ex.response
+        if route is None or not route.validate_responses or response is None:
+            return None
+        models = route.response_models.get(response.status_code)
+        if not models:
+            return None
+        media = response.headers.get("content-type", JSON).split(";", 1)[0].strip().lower()
+        validator = models.get(media) or models.get("$default")
+        if validator is None:
+            return None
+        try:
+            document = json.loads(response.get_content(strict=False) or b"null")
+        except ValueError:
+            ex.details[self.name] = {"response_model": "body is not JSON"}
+            return Reject("INTEGRATION_FAILURE", reason="response_not_json", source=self.source, message=BAD_ANSWER)
+        error = best_match(validator.iter_errors(document))
+        if error is None:
+            return None
+        pointer = "/" + "/".join(str(p) for p in error.absolute_path)
+        ex.details[self.name] = {"response_model": {"pointer": pointer, "keyword": str(error.validator)}}
+        return Reject("INTEGRATION_FAILURE", reason="response_model_mismatch", source=self.source, message=BAD_ANSWER)
+
+    def _map_response(self, ex: Exchange) -> Reject | None:
         compiled = self._compiled(ex)
         backend = ex.response
         if compiled is None or backend is None or compiled.spec.type == "http_proxy":
@@ -306,9 +342,12 @@ class IntegrationMapping:
             try:
                 result = chosen.templates[media].render(_render_context(ex, body))
             except InvalidPayloadError:
-                return Reject("INTEGRATION_FAILURE", reason="invalid_backend_payload", source=self.source)
+                return Reject(
+                    "INTEGRATION_FAILURE", reason="invalid_backend_payload", source=self.source, message=BAD_ANSWER
+                )
             except TemplateError as e:
                 ex.details[self.name]["error"] = str(e)
+                log.warning("sidegate: response template failed (request %s): %s", ex.request_id, e)
                 return Reject("API_CONFIGURATION_ERROR", reason="response_template_failed", source=self.source)
             body, content_type = result.text.encode(), media
             override = result.response_override

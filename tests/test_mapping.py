@@ -230,3 +230,44 @@ def test_template_and_mapping_errors_are_load_errors(tmp_path):
     )
     with pytest.raises(PolicyError, match=r"policies/api.yaml:\d+:1: template: template line \d+: "):
         load_policy_set(tmp_path / "policies")
+
+
+def validated_api(backend_url: str) -> str:
+    return f"""
+        kind: Api
+        routes:
+          GET /checked:
+            validate_responses: true
+            response_models:
+              200:
+                application/json: {{type: object, required: [method], properties: {{method: {{type: string}}}}}}
+          GET /strict-shape:
+            validate_responses: true
+            response_models:
+              200:
+                application/json: {{type: object, required: [title]}}
+          GET /truncated:
+            validate_responses: true
+            response_models:
+              200:
+                application/json: {{type: object}}
+          GET /unchecked:
+            response_models:
+              200:
+                application/json: {{type: object, required: [title]}}
+    """
+
+
+@pytest.mark.parametrize(("path", "status", "reason"), [
+    ("/checked", 200, None),
+    ("/strict-shape", 502, "response_model_mismatch"),
+    ("/truncated", 502, "response_not_json"),
+    ("/unchecked", 200, None),  # models declared, validation switched off
+])
+async def test_method_response_models_when_switched_on(make_gateway, backend, path, status, reason):
+    _, gate = make_gateway({"api.yaml": validated_api(backend.url)}, upstream=backend.url)
+    f = await drive(gate, req(path))
+    assert f.response.status_code == status
+    assert f.metadata["sidegate"]["reason"] == reason
+    if status == 502:
+        assert json.loads(f.response.content) == {"message": "Internal server error"}

@@ -248,6 +248,12 @@ class Route(PolicyModel):
     request_models: dict[Annotated[str, AfterValidator(_media_type)], JsonSchemaModel] = Field(
         default_factory=dict, description="Content-Type (or $default) -> JSON Schema draft 4 model."
     )
+    response_models: dict[
+        Annotated[int, Field(ge=100, le=599)], dict[Annotated[str, AfterValidator(_media_type)], JsonSchemaModel]
+    ] = Field(default_factory=dict, description="Method response models: status -> media type -> JSON Schema.")
+    validate_responses: bool = Field(
+        default=False, description="Answers that do not match their response model become 502 gateway responses."
+    )
     api_key_required: bool = Field(
         default=False, description="Requests need an x-api-key of a usage plan covering this stage (kind: UsagePlans)."
     )

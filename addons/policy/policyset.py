@@ -117,7 +117,9 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         where = f"template line {e.line}: " if e.line is not None else ""
         issues.append(PolicyIssue(api_doc.path, int(at) if at.isdigit() else None, 1, "template", where + e.problem))
         integrations = {}
-    if any(c.spec.type != "http_proxy" or c.parameters for c in integrations.values()):
+    if any(c.spec.type != "http_proxy" or c.parameters for c in integrations.values()) or any(
+        r.validate_responses for r in api.routes.values()
+    ):
         builtins.append((IntegrationMapping(integrations, routes_source), True, routes_source))
     plans_doc = _single(documents, UsagePlansPolicy, issues)
     throttle_doc = _single(documents, ThrottlePolicy, issues)
