@@ -20,6 +20,7 @@ from typing import Any
 
 from jsonschema.exceptions import best_match
 from mitmproxy import http
+from mitmproxy.net.http import status_codes
 
 from addons.decision import Exchange, Reject
 from addons.policy.models import ApiPolicy, HttpIntegration
@@ -196,12 +197,23 @@ def response_source(ex: Exchange, expr: str, backend: http.Response) -> str | No
 
 def _render_context(ex: Exchange, body: bytes | str) -> RenderContext:
     req = ex.request
+    cached = ex.vars.get("_render_params")
+    if cached is None:
+        # Built once per request from the raw fields (the last value wins, as in API Gateway):
+        # mitmproxy's per-key accessors cost far more than one pass over the fields.
+        cached = (
+            dict(req.query.fields),
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers.fields},
+            context_vars(ex),
+        )
+        ex.vars["_render_params"] = cached
+    query, headers, context = cached
     return RenderContext(
         body=body,
         path_params=ex.path_params,
-        query_params={k: req.query.get_all(k)[-1] for k in req.query},
-        header_params={k: v for k, v in req.headers.items()},
-        context=context_vars(ex),
+        query_params=query,
+        header_params=headers,
+        context=context,
         stage_variables=ex.stage_variables,
     )
 
@@ -355,16 +367,17 @@ class IntegrationMapping:
                 status = override.status
             for name, values in override.header.items():
                 headers = [(k, v) for k, v in headers if k.lower() != name.lower()] + [(name, ",".join(values))]
-        remapped = [(f"x-amzn-Remapped-{k}", v) for k, v in backend.headers.items(multi=True) if k.lower() in REMAPPED]
-        ex.flow.response = http.Response.make(
-            status,
-            body,
-            http.Headers(
-                [(b"content-type", content_type.encode())]
-                + [(k.encode(), v.encode()) for k, v in remapped if k.lower() != "x-amzn-remapped-content-length"]
-                + [(k.encode(), v.encode()) for k, v in headers]
-            ),
-        )
+        fields: list[tuple[bytes, bytes]] = [(b"content-type", content_type.encode())]
+        for k, v in backend.headers.fields:
+            lower = k.lower().decode("latin-1")
+            if lower in REMAPPED and lower != "content-length":
+                fields.append((b"x-amzn-Remapped-" + k, v))
+        fields += [(k.encode(), v.encode()) for k, v in headers]
+        # The backend's answer object becomes the client's: cheaper than building a new one.
+        backend.status_code = status
+        backend.reason = status_codes.RESPONSES.get(status, "")
+        backend.headers = http.Headers(fields)
+        backend.content = body  # sets Content-Length
         return None
 
 
