@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -79,6 +80,11 @@ def _place_after_scripts(m: master.Master, addon: Sidegate) -> None:
 
 def launch(kind: str, config: Path, sets: Sequence[str], demo: bool) -> int:
     async def main() -> int:
+        # As mitmproxy's own launcher does: the root logger passes everything to the event log
+        # (sidegate's info lines included); chatty libraries stay at warnings.
+        logging.getLogger().setLevel(logging.DEBUG)
+        for noisy in ("tornado", "asyncio", "hpack", "aiohttp"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         opts = options.Options()
         if kind == "web":
             from mitmproxy.tools.web.master import WebMaster

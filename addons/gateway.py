@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.connection import Client
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
@@ -130,6 +130,27 @@ class Sidegate:
     def client_disconnected(self, client: Client) -> None:
         self.errorpages.forget(client.id)
 
+    # -- client TLS (kind: ClientTls): the current policy set's context at each handshake ----------
+
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        client_tls = self.policy.client_tls if self.policy is not None else None
+        if client_tls is not None:
+            client_tls.tls_start_client(data)
+
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        client_tls = self.policy.client_tls if self.policy is not None else None
+        if client_tls is not None:
+            self._count_tls_failure(client_tls.tls_established_client(data))
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        client_tls = self.policy.client_tls if self.policy is not None else None
+        if client_tls is not None:
+            self._count_tls_failure(client_tls.tls_failed_client(data))
+
+    def _count_tls_failure(self, failure: Any) -> None:
+        if failure is not None:
+            self.metrics.rejection("client_tls", failure["reason"], failure["enforced"])
+
     # -- policy set ---------------------------------------------------------------------------
 
     def reload(self, *, initial: bool = False) -> bool:
@@ -154,6 +175,8 @@ class Sidegate:
 
     def install(self, policy: PolicySet) -> None:
         self.policy = policy  # one reference swap: in-flight flows keep the set they started with
+        if policy.client_tls is not None:
+            policy.client_tls.log_warnings()
         self.metrics.generation.set(policy.generation)
         self.metrics.ready.set(1)
         self.access_log.set_secrets(tuple(s.reveal() for s in policy.secrets))

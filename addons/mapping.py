@@ -23,6 +23,7 @@ from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
 from addons.decision import Exchange, Reject
+from addons.mtls import client_cert_context
 from addons.policy.models import ApiPolicy, HttpIntegration
 from addons.vtl import InvalidPayloadError, RenderContext, Template, TemplateError, compile_template
 from addons.vtl.errors import Abort
@@ -122,7 +123,7 @@ def context_vars(ex: Exchange) -> dict[str, Any]:
             "sourceIp": peer,
             "userAgent": req.headers.get("user-agent", ""),
             "apiKeyId": key.key_id if key is not None else "",
-            **ex.vars.get("client_cert_context", {}),
+            "clientCert": client_cert_context(ex) or {},  # mTLS (kind: ClientTls)
         },
         "authorizer": dict(ex.vars.get("authorizer", {})),
     }

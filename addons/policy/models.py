@@ -593,6 +593,8 @@ class UsagePlansPolicy(PolicyModel):
         return self
 
 
+from addons.mtls.models import ClientTlsPolicy  # noqa: E402 (its own module: the largest kind)
+
 KINDS: dict[str, type[PolicyModel]] = {
     "Api": ApiPolicy,
     "GatewayResponses": GatewayResponsesPolicy,
@@ -601,4 +603,5 @@ KINDS: dict[str, type[PolicyModel]] = {
     "OriginVerify": OriginVerifyPolicy,
     "Throttle": ThrottlePolicy,
     "UsagePlans": UsagePlansPolicy,
+    "ClientTls": ClientTlsPolicy,
 }

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
 from pydantic import BaseModel
 
 from addons.cors import Cors
 from addons.gateway_responses import Responder
 from addons.mapping import IntegrationMapping, compile_integrations
+from addons.mtls import ClientTls
+from addons.mtls.models import ClientTlsPolicy
 from addons.origin_verify import OriginVerify
 from addons.plugins import CHECKPOINT_METHODS, PluginSlot, instantiate, slots_for
 from addons.policy.errors import PolicyError, PolicyIssue
@@ -49,6 +52,7 @@ class PolicySet:
     secrets: tuple[Secret, ...] = ()
     watched_files: tuple[Path, ...] = ()  # secret files: a change there reloads too
     instances: tuple[object, ...] = ()  # the compiled plugins, for health and admin views
+    client_tls: ClientTls | None = None  # read at each handshake, so a reload applies to new ones
     generation: int = field(default_factory=lambda: next(_generations))
 
     def summary(self) -> str:
@@ -95,6 +99,17 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
     # Built-in concerns in pipeline order: the origin secret before anything spends work, CORS
     # preflights before routing (browsers preflight paths that have no OPTIONS route), then routing.
     builtins: list[tuple[object, bool, str]] = []
+    client_tls: ClientTls | None = None
+    mtls_doc = _single(documents, ClientTlsPolicy, issues)
+    if mtls_doc is not None:
+        assert isinstance(mtls_doc.model, ClientTlsPolicy)
+        mtls_on = enforced(mtls_doc.model.mode)
+        try:
+            client_tls = ClientTls(mtls_doc.model, mtls_doc.source, enforced=mtls_on)
+        except (SSL.Error, ValueError) as e:
+            issues.append(PolicyIssue(mtls_doc.path, mtls_doc.line, 1, "", f"cannot build the TLS context ({e})"))
+        else:
+            builtins.append((client_tls, mtls_on, mtls_doc.source))
     if ov_doc is not None:
         ov = ov_doc.model
         assert isinstance(ov, OriginVerifyPolicy)
@@ -207,7 +222,9 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         plugins={k: tuple(v) for k, v in slots.items()},
         documents=tuple(documents),
         secrets=secrets,
-        watched_files=tuple(s.path for s in secrets if s.path is not None),
+        # certificate bundles and CRLs too: a CRL update alone reloads
+        watched_files=tuple(s.path for s in secrets if s.path is not None) + (client_tls.files if client_tls else ()),
+        client_tls=client_tls,
         instances=tuple(plugin for plugin, _, _ in builtins + user),
     )
 
