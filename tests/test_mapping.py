@@ -258,12 +258,15 @@ def validated_api() -> str:
     """
 
 
-@pytest.mark.parametrize(("path", "status", "reason"), [
-    ("/checked", 200, None),
-    ("/strict-shape", 502, "response_model_mismatch"),
-    ("/truncated", 502, "response_not_json"),
-    ("/unchecked", 200, None),  # models declared, validation switched off
-])
+@pytest.mark.parametrize(
+    ("path", "status", "reason"),
+    [
+        ("/checked", 200, None),
+        ("/strict-shape", 502, "response_model_mismatch"),
+        ("/truncated", 502, "response_not_json"),
+        ("/unchecked", 200, None),  # models declared, validation switched off
+    ],
+)
 async def test_method_response_models_when_switched_on(make_gateway, backend, path, status, reason):
     _, gate = make_gateway({"api.yaml": validated_api()}, upstream=backend.url)
     f = await drive(gate, req(path))
@@ -271,3 +274,30 @@ async def test_method_response_models_when_switched_on(make_gateway, backend, pa
     assert f.metadata["sidegate"]["reason"] == reason
     if status == 502:
         assert json.loads(f.response.content) == {"message": "Internal server error"}
+
+
+async def test_a_failing_template_is_a_500_naming_the_template(make_gateway, backend, caplog):
+    import logging
+
+    policy = f"""
+        kind: Api
+        routes:
+          GET /loop:
+            integration:
+              type: http
+              uri: "{backend.url}/loop"
+              request_templates:
+                application/json: '#foreach($i in [1..5000])$i#end'
+    """
+    _, gate = make_gateway({"api.yaml": policy})
+    with caplog.at_level(logging.WARNING, logger="sidegate"):
+        f = await drive(gate, req("/loop"))
+    assert f.response.status_code == 500
+    assert json.loads(f.response.content) == {"message": "Internal server error"}
+    entry = next(e for e in f.metadata["sidegate"]["trace"] if e["plugin"] == "integration_mapping")
+    assert entry["reason"] == "request_template_failed"
+    assert entry["detail"]["error"].startswith("policies/api.yaml:")
+    assert any(
+        "request template failed" in r.getMessage() and "policies/api.yaml:" in r.getMessage() for r in caplog.records
+    )
+    assert backend.seen == []
