@@ -148,39 +148,45 @@ def _json_path(document: Any, path: str) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+def _shared_source(ex: Exchange, expr: str) -> tuple[bool, str | None]:
+    """Sources both directions share: 'static', stageVariables.<n>, context.<var>."""
+    if expr.startswith("'"):
+        return True, expr[1:-1]
+    if expr.startswith("stageVariables."):
+        return True, ex.stage_variables.get(expr.split(".", 1)[1])
+    if expr.startswith("context."):
+        return True, _lookup_context(context_vars(ex), expr.split(".", 1)[1])
+    return False, None
+
+
+def _pick(values: list[str], single: bool) -> str | None:
+    """Single-value mappings take the last value; multivalue ones join with commas."""
+    if not values:
+        return None
+    return values[-1] if single else ",".join(values)
+
+
 def request_source(ex: Exchange, expr: str) -> str | None:
     """The value of a request mapping expression, or None when it has none."""
-    if expr.startswith("'"):
-        return expr[1:-1]
-    if expr.startswith("stageVariables."):
-        return ex.stage_variables.get(expr.split(".", 1)[1])
-    if expr.startswith("context."):
-        return _lookup_context(context_vars(ex), expr.split(".", 1)[1])
+    shared, value = _shared_source(ex, expr)
+    if shared:
+        return value
     if expr == "method.request.body":
         return ex.request.get_text(strict=False) or ""
     if expr.startswith("method.request.body."):
         ok, doc = ex.json_body()
         return _json_path(doc, expr.removeprefix("method.request.body.")) if ok else None
     _, _, kind, name = expr.split(".", 3)
-    req = ex.request
     if kind == "path":
         return ex.path_params.get(name)
-    if kind in ("querystring", "multivaluequerystring"):
-        values = req.query.get_all(name)
-    else:
-        values = req.headers.get_all(name)
-    if not values:
-        return None
-    return values[-1] if kind in ("querystring", "header") else ",".join(values)
+    values = ex.request.query.get_all(name) if "querystring" in kind else ex.request.headers.get_all(name)
+    return _pick(values, not kind.startswith("multivalue"))
 
 
 def response_source(ex: Exchange, expr: str, backend: http.Response) -> str | None:
-    if expr.startswith("'"):
-        return expr[1:-1]
-    if expr.startswith("stageVariables."):
-        return ex.stage_variables.get(expr.split(".", 1)[1])
-    if expr.startswith("context."):
-        return _lookup_context(context_vars(ex), expr.split(".", 1)[1])
+    shared, value = _shared_source(ex, expr)
+    if shared:
+        return value
     if expr == "integration.response.body":
         return backend.get_text(strict=False) or ""
     if expr.startswith("integration.response.body."):
@@ -190,10 +196,7 @@ def response_source(ex: Exchange, expr: str, backend: http.Response) -> str | No
             return None
         return _json_path(doc, expr.removeprefix("integration.response.body."))
     _, _, kind, name = expr.split(".", 3)
-    values = backend.headers.get_all(name)
-    if not values:
-        return None
-    return values[-1] if kind == "header" else ",".join(values)
+    return _pick(backend.headers.get_all(name), kind == "header")
 
 
 def _render_context(ex: Exchange, body: bytes | str) -> RenderContext:
