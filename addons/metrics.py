@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from addons.lifecycle import CHECKPOINTS
+from addons.waf.metrics import WafMatchCollector
 
 LATENCY_BUCKETS = (
     0.00001,
@@ -70,6 +71,7 @@ class Metrics:
             registry=r,
         )
         self._checkpoint_children = {c: self.checkpoint_seconds.labels(c) for c in CHECKPOINTS}
+        r.register(WafMatchCollector())  # waf_rule_matches_total{rule,action}
         for result in ("ok", "failed"):
             self.reloads.labels(result)
 

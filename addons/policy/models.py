@@ -593,7 +593,8 @@ class UsagePlansPolicy(PolicyModel):
         return self
 
 
-from addons.mtls.models import ClientTlsPolicy  # noqa: E402 (its own module: the largest kind)
+from addons.mtls.models import ClientTlsPolicy  # noqa: E402 (their own modules: the largest kinds)
+from addons.waf.models import WebAclPolicy  # noqa: E402
 
 KINDS: dict[str, type[PolicyModel]] = {
     "Api": ApiPolicy,
@@ -604,4 +605,5 @@ KINDS: dict[str, type[PolicyModel]] = {
     "Throttle": ThrottlePolicy,
     "UsagePlans": UsagePlansPolicy,
     "ClientTls": ClientTlsPolicy,
+    "WebAcl": WebAclPolicy,
 }

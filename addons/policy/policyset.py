@@ -37,6 +37,8 @@ from addons.throttle import make_throttle, redis_store
 from addons.throttle.plans import ApiKeys, QuotaCommit, QuotaStore, RedisQuotaStore
 from addons.validation import RequestValidation, compile_routes
 from addons.vtl import TemplateError
+from addons.waf import Waf
+from addons.waf.models import WebAclPolicy
 
 _generations = itertools.count(1)
 
@@ -132,6 +134,24 @@ def build_policy_set(documents: list[Document], global_mode: Mode = "enforce", r
         where = f"template line {e.line}: " if e.line is not None else ""
         issues.append(PolicyIssue(api_doc.path, int(at) if at.isdigit() else None, 1, "template", where + e.problem))
         integrations = {}
+    waf_doc = _single(documents, WebAclPolicy, issues)
+    if waf_doc is not None:
+        acl = waf_doc.model
+        assert isinstance(acl, WebAclPolicy)
+        for i, exclusion in enumerate(acl.exclusions):
+            for j, key in enumerate(exclusion.routes):
+                if key not in api.routes:
+                    line, col = waf_doc.positions.get(("exclusions", i, "routes", j), (waf_doc.line, 1))
+                    where = f"exclusions[{i}].routes[{j}]"
+                    message = f"route {key!r} is not declared in the Api"
+                    issues.append(PolicyIssue(waf_doc.path, line, col, where, message))
+        try:
+            waf = Waf(acl, waf_doc.source, enforced=enforced(acl.mode), positions=waf_doc.positions)
+        except ValueError as e:
+            issues.append(PolicyIssue(waf_doc.path, waf_doc.line, 1, "rules", str(e)))
+        else:
+            # WAF first after routing: API Gateway evaluates AWS WAF before keys, throttles, validation.
+            builtins.append((waf, enforced(acl.mode), waf_doc.source))
     if any(c.spec.type != "http_proxy" or c.parameters for c in integrations.values()) or any(
         r.validate_responses for r in api.routes.values()
     ):
