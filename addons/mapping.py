@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,10 +120,13 @@ def context_vars(ex: Exchange) -> dict[str, Any]:
         "protocol": "HTTP/1.1",
         "domainName": req.pretty_host,
         "requestTimeEpoch": int(ex.started * 1000),
+        # API Gateway's CLF form: 24/Nov/2026:18:42:23 +0000
+        "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(ex.started)),
         "identity": {
             "sourceIp": peer,
             "userAgent": req.headers.get("user-agent", ""),
             "apiKeyId": key.key_id if key is not None else "",
+            "apiKey": ex.request.headers.get(key.header, "") if key is not None else "",
             "clientCert": client_cert_context(ex) or {},  # mTLS (kind: ClientTls)
         },
         "authorizer": dict(ex.vars.get("authorizer", {})),

@@ -301,3 +301,36 @@ async def test_a_failing_template_is_a_500_naming_the_template(make_gateway, bac
         "request template failed" in r.getMessage() and "policies/api.yaml:" in r.getMessage() for r in caplog.records
     )
     assert backend.seen == []
+
+
+async def test_templates_see_identity_key_and_request_time(make_gateway, backend, monkeypatch):
+    import re
+
+    monkeypatch.setenv("TEMPLATE_KEY", "templateKEY0123456789abc")
+    files = {
+        "api.yaml": """
+            kind: Api
+            routes:
+              GET /who:
+                api_key_required: true
+                integration:
+                  type: mock
+                  request_templates: {application/json: '{"statusCode": 200}'}
+                  responses:
+                    - status: 200
+                      templates:
+                        application/json: '{"id": "$context.identity.apiKeyId", "key": "$context.identity.apiKey", "time": "$context.requestTime", "ip": "$context.identity.sourceIp"}'
+        """,
+        "plans.yaml": """
+            kind: UsagePlans
+            quota_file: state/q.sqlite
+            plans: {basic: {}}
+            keys: {partner: {value: {secret_env: TEMPLATE_KEY}, plan: basic}}
+        """,
+    }
+    _, gate = make_gateway(files)
+    f = await drive(gate, req("/who", x_api_key="templateKEY0123456789abc"))
+    body = json.loads(f.response.content)
+    assert body["id"] == "partner" and body["key"] == "templateKEY0123456789abc"
+    assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", body["time"])
+    assert body["ip"] == f.client_conn.peername[0]

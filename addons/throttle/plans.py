@@ -37,6 +37,7 @@ class KeyMatch:
     key_id: str
     plan_name: str
     plan: UsagePlan
+    header: str = "x-api-key"  # where the key came from ($context.identity.apiKey)
 
 
 def period_start(period: str, now: dt.datetime) -> dt.datetime:
@@ -196,7 +197,7 @@ class ApiKeys:
         plan = self.plans[plan_name]
         if "*" not in plan.stages and self._stage not in plan.stages:
             return self._invalid(ex, "api_key_not_in_plan")
-        ex.vars[KEY_VAR] = KeyMatch(key_id, plan_name, plan)
+        ex.vars[KEY_VAR] = KeyMatch(key_id, plan_name, plan, self._header)
         if plan.quota is not None:
             start = period_start(plan.quota.period, self.now()).isoformat()
             try:
