@@ -1,24 +1,35 @@
 """sidegate benchmark: end-to-end throughput against plain mitmdump, and per-checkpoint cost in-process.
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--rounds 3] [--quick]
+                                  [--variants a,b,...] [--skip-e2e] [--skip-micro] [--skip-memory]
 
 One run does all of this, sequentially, on loopback only:
 
-1. installs Debian's ``wrk`` if it is missing (``apt-get install -y wrk``; ``apt-get update``
-   first only if that fails);
+1. installs Debian's ``wrk`` and ``redis-server`` if they are missing (``apt-get install -y``;
+   ``apt-get update`` first only if that fails), starts ``redis-server`` on a free loopback port
+   (``--save "" --appendonly no``) for the Redis throttle variants and microbenchmarks;
 2. starts ``bench/backend.py`` (a tiny asyncio HTTP/1.1 keep-alive server) on a free port;
 3. measures with ``wrk`` (keep-alive, same settings for every variant), each on fresh free ports:
-     a. ``mitmdump``        plain ``mitmdump --mode reverse:... -q --set connection_strategy=lazy``
-     b. ``sidegate-empty``  ``sidegate run`` with an empty policy directory (``$default`` forwards all)
-     c. ``sidegate-routes20`` ``sidegate run`` with a 20-route ``kind: Api`` policy,
+     a. ``mitmdump``                  plain ``mitmdump --mode reverse:... -q --set connection_strategy=lazy``
+     b. ``sidegate-empty``            ``sidegate run`` with an empty policy directory (``$default`` forwards all)
+     c. ``sidegate-routes20``         ``sidegate run`` with a 20-route ``kind: Api`` policy
+     d. ``sidegate-cors-origin``      c + ``kind: Cors`` + ``kind: OriginVerify``; wrk sends Origin and the secret
+     e. ``sidegate-throttle-memory``  c + ``kind: Throttle`` (account, stage, route tiers; never refuses)
+     f. ``sidegate-throttle-redis``   e with ``store: redis://127.0.0.1:PORT/0``
+     g. ``sidegate-throttle-redis-t1s`` f with ``store_timeout: 1s`` (every request decided in Redis)
    each proxy freshly started per measurement, checked with one request, warmed up with a short
-   ``wrk`` run, then measured; rounds alternate the order (a b c, c b a, ...). Before each
+   ``wrk`` run, then measured; rounds alternate the order (a b c ..., ... c b a). Before each
    measurement it waits (bounded) for the machine to be idle, and a measurement during which
    other processes used more than 10% of a core is repeated (``--retries``) and, if still
-   disturbed, flagged and left out of the medians when a clean run of that variant exists;
-4. runs an in-process microbenchmark of the four checkpoints (µs per request; the backend call
-   is replaced by setting a prepared response);
-5. writes ``bench/results/latest.json``, then prints a table and a Markdown snippet.
+   disturbed, flagged and left out of the medians when a clean run of that variant exists.
+   Each sidegate run's access log is read in full: every request must be a 200 from the expected
+   route without flags (a Redis store error is a ``store_unavailable`` flag);
+4. runs in-process microbenchmarks: the four checkpoints per policy (µs per request; the backend
+   call is replaced by setting a prepared response), and the throttle decision alone
+   (``MemoryStore.acquire`` / ``await RedisStore.acquire`` with three buckets);
+5. measures memory with 1,000,000 distinct clients in child processes (``MemoryStore`` with its
+   default bound, and a ``Throttle`` keyed per client ip), sampling VmRSS;
+6. writes ``bench/results/latest.json``, then prints a table and a Markdown snippet.
 
 Every wait and loop is bounded; every child process is ended in ``finally`` (Ctrl-C included).
 """
@@ -34,6 +45,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -91,12 +103,132 @@ routes:
 N_ROUTES = sum(1 for line in ROUTES_20.splitlines() if line.startswith("  ") and line.rstrip().endswith("{}"))
 assert N_ROUTES == 20, N_ROUTES
 
-VARIANTS = ("mitmdump", "sidegate-empty", "sidegate-routes20")
-DESCRIPTIONS = {
-    "mitmdump": "plain mitmdump --mode reverse:BACKEND -q --set connection_strategy=lazy (all built-in addons)",
-    "sidegate-empty": "sidegate run, empty policy directory (default Api: $default forwards everything)",
-    "sidegate-routes20": f"sidegate run, 20-route kind: Api policy; wrk hits {TARGET_PATH} ({TARGET_ROUTE})",
-}
+ORIGIN_SECRET_ENV = "SIDEGATE_BENCH_ORIGIN_SECRET"
+ORIGIN_SECRET_PREVIOUS_ENV = "SIDEGATE_BENCH_ORIGIN_SECRET_PREVIOUS"
+# Fresh per run of this script; handed to the sidegate processes in their environment and sent by wrk.
+ORIGIN_SECRET = "bench-" + secrets.token_hex(16)
+ORIGIN_SECRET_PREVIOUS = "bench-previous-" + secrets.token_hex(16)
+# Allowed through the wildcard rule (the exact origins are checked first, then the wildcards).
+BENCH_ORIGIN = "https://pr-1234.preview.example.com"
+
+CORS_POLICY = """\
+# sidegate benchmark: CORS (written by bench/run.py)
+kind: Cors
+allow_origins:
+  - http://localhost:3000
+  - https://app.example.com
+  - https://admin.example.com:8443
+  - https://*.preview.example.com
+  - https://*.example.org
+allow_methods: [GET, POST, PUT, DELETE]
+allow_headers: [content-type, x-api-key]
+expose_headers: [x-amzn-requestid]
+allow_credentials: true
+max_age: 10m
+"""
+
+ORIGIN_POLICY = f"""\
+# sidegate benchmark: origin secret header (written by bench/run.py)
+kind: OriginVerify
+header: x-origin-verify
+secrets:
+  - {{secret_env: {ORIGIN_SECRET_ENV}}}
+  - {{secret_env: {ORIGIN_SECRET_PREVIOUS_ENV}}}
+exempt_routes: [GET /health]
+allow_preflight: true
+"""
+
+# Three tiers, limits far above anything wrk reaches: every request takes a token from each bucket
+# (the full decision path) and none is ever refused.
+THROTTLE_LIMIT = "{rate: 1000000, burst: 1000000}"
+
+
+def throttle_policy(store: str = "memory", extra: str = "") -> str:
+    return f"""\
+# sidegate benchmark: three throttle tiers that never refuse (written by bench/run.py)
+kind: Throttle
+store: {store}
+{extra}account: {THROTTLE_LIMIT}
+stage: {THROTTLE_LIMIT}
+routes:
+  {TARGET_ROUTE}: {THROTTLE_LIMIT}
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    policies: dict[str, str] = field(default_factory=dict)  # file name -> text; sidegate only
+    headers: tuple[tuple[str, str], ...] = ()  # sent by wrk and the probes on every request
+    env: tuple[tuple[str, str], ...] = ()  # extra environment of the proxy process
+    expect_route: str = TARGET_ROUTE
+    expect_headers: tuple[str, ...] = ()  # response headers the probe must see
+    redis: bool = False  # the policy names the script's redis-server (REDIS_URL placeholder)
+    bar: tuple[str, float] | None = None  # (baseline variant, minimum ratio of requests/s)
+
+    @property
+    def sidegate(self) -> bool:
+        return self.name != "mitmdump"
+
+
+REDIS_URL = "@REDIS_URL@"  # replaced by redis://127.0.0.1:PORT/0 when the policy is written
+ORIGIN_HEADERS = (("Origin", BENCH_ORIGIN), ("x-origin-verify", ORIGIN_SECRET))
+ORIGIN_ENV = ((ORIGIN_SECRET_ENV, ORIGIN_SECRET), (ORIGIN_SECRET_PREVIOUS_ENV, ORIGIN_SECRET_PREVIOUS))
+
+VARIANT_LIST = (
+    Variant(
+        "mitmdump",
+        "plain mitmdump --mode reverse:BACKEND -q --set connection_strategy=lazy (all built-in addons)",
+    ),
+    Variant(
+        "sidegate-empty",
+        "sidegate run, empty policy directory (default Api: $default forwards everything)",
+        expect_route="$default",
+    ),
+    Variant(
+        "sidegate-routes20",
+        f"sidegate run, 20-route kind: Api policy; wrk hits {TARGET_PATH} ({TARGET_ROUTE})",
+        {"api.yaml": ROUTES_20},
+        bar=("mitmdump", 1.0),
+    ),
+    Variant(
+        "sidegate-cors-origin",
+        "20 routes + kind: Cors (exact and wildcard origins, credentials, max_age) + kind: OriginVerify "
+        f"(two secrets from the environment); wrk sends Origin: {BENCH_ORIGIN} and x-origin-verify",
+        {"api.yaml": ROUTES_20, "cors.yaml": CORS_POLICY, "origin.yaml": ORIGIN_POLICY},
+        headers=ORIGIN_HEADERS,
+        env=ORIGIN_ENV,
+        expect_headers=("access-control-allow-origin", "access-control-allow-credentials", "vary"),
+        bar=("sidegate-empty", 0.95),
+    ),
+    Variant(
+        "sidegate-throttle-memory",
+        "20 routes + kind: Throttle, memory store, account + stage + route tiers (rate and burst 1,000,000: "
+        "never refuses, every request takes a token from all three buckets)",
+        {"api.yaml": ROUTES_20, "throttle.yaml": throttle_policy()},
+        bar=("sidegate-empty", 0.95),
+    ),
+    Variant(
+        "sidegate-throttle-redis",
+        "the same three tiers with store: redis://127.0.0.1:PORT/0 (a redis-server started by the script, "
+        "--save '' --appendonly no); one Lua script call per request",
+        {"api.yaml": ROUTES_20, "throttle.yaml": throttle_policy(REDIS_URL)},
+        redis=True,
+        bar=("sidegate-empty", 0.85),
+    ),
+    Variant(
+        "sidegate-throttle-redis-t1s",
+        "sidegate-throttle-redis with store_timeout: 1s instead of the default 50 ms: under load the "
+        "default is exceeded by event-loop queueing and requests pass undecided (on_store_error: allow)",
+        {"api.yaml": ROUTES_20, "throttle.yaml": throttle_policy(REDIS_URL, "store_timeout: 1s\n")},
+        redis=True,
+        bar=("sidegate-empty", 0.85),
+    ),
+)
+VARIANTS_BY_NAME = {v.name: v for v in VARIANT_LIST}
+VARIANTS = tuple(VARIANTS_BY_NAME)  # the variants of this run (--variants narrows it)
+DESCRIPTIONS = {v.name: v.description for v in VARIANT_LIST}
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -108,9 +240,11 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], *, log: Path | None = None, env_extra: tuple[tuple[str, str], ...] = ()
+    ) -> subprocess.Popen[bytes]:
         out = open(log, "wb") if log else subprocess.DEVNULL  # closed right after Popen
-        env = dict(os.environ)
+        env = dict(os.environ, **dict(env_extra))
         if SOURCE != ROOT:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE), env.get("PYTHONPATH", "")) if p)
         try:
@@ -168,10 +302,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise RuntimeError(f"nothing listening on {LOOPBACK}:{port} after {timeout:.0f}s")
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    port: int, path: str, timeout: float = 5.0, headers: tuple[tuple[str, str], ...] = ()
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=dict(headers))
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read(4096)
     finally:
@@ -267,23 +403,100 @@ def tail(path: Path, n: int = 15) -> str:
 # -- wrk -----------------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def ensure_tool(command: str, package: str) -> str:
+    """The path of ``command``, installing Debian's ``package`` with apt-get if it is missing."""
+    found = shutil.which(command)
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SystemExit("bench: wrk is missing; install it (Debian: apt-get install -y wrk)")
+        raise SystemExit(f"bench: {command} is missing; install it (Debian: apt-get install -y {package})")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    print("bench: installing wrk (apt-get install -y wrk)", flush=True)
-    r = subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True, timeout=600)
+    print(f"bench: installing {package} (apt-get install -y {package})", flush=True)
+    r = subprocess.run(["apt-get", "install", "-y", package], env=env, capture_output=True, timeout=600)
     if r.returncode != 0:
         print("bench: apt-get install failed; running apt-get update first", flush=True)
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600, check=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True, timeout=600, check=True)
-    found = shutil.which("wrk")
+        subprocess.run(["apt-get", "install", "-y", package], env=env, capture_output=True, timeout=600, check=True)
+    found = shutil.which(command)
     if not found:
-        raise SystemExit("bench: wrk still not found after apt-get install")
+        raise SystemExit(f"bench: {command} still not found after apt-get install -y {package}")
     return found
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk", "wrk")
+
+
+# -- redis-server ----------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port: no persistence, stopped in ``finally``."""
+
+    def __init__(self, children: Children, work: Path) -> None:
+        self.binary = ensure_tool("redis-server", "redis-server")
+        self.port = free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.log = work / "redis-server.log"
+        argv = [
+            self.binary, "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no",
+            "--protected-mode", "yes", "--daemonize", "no", "--dir", str(work), "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = children.start(argv, log=self.log)
+        wait_port(self.port, self.proc, timeout=15)
+        if self.command("PING") != "PONG":
+            raise RuntimeError(f"redis-server on {self.port} did not answer PING:\n{tail(self.log)}")
+        self.version = str(self.info("server").get("redis_version", "?"))
+
+    def command(self, *args: str) -> Any:
+        """One command over a fresh connection (RESP, no client library needed), 5 s timeout."""
+        with socket.create_connection((LOOPBACK, self.port), timeout=5) as sock:
+            payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+            sock.sendall(payload.encode())
+            f = sock.makefile("rb")
+            return _resp(f)
+
+    def info(self, section: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in str(self.command("INFO", section)).splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, _, v = line.partition(":")
+                out[k] = v
+        return out
+
+    def script_calls(self) -> int:
+        """EVAL/EVALSHA calls since the last CONFIG RESETSTAT (the throttle's one call per request)."""
+        total = 0
+        for k, v in self.info("commandstats").items():
+            if k in ("cmdstat_evalsha", "cmdstat_eval"):
+                stats = dict(kv.split("=", 1) for kv in v.split(","))
+                # a NOSCRIPT answer (script not cached yet; the client then loads it) is a failed call
+                total += int(stats.get("calls", "0")) - int(stats.get("failed_calls", "0"))
+        return total
+
+    def reset(self) -> None:
+        self.command("FLUSHALL")
+        self.command("CONFIG", "RESETSTAT")
+
+
+def _resp(f: Any) -> Any:
+    line = f.readline()
+    if not line:
+        raise RuntimeError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(f"redis error: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode()
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp(f) for _ in range(n)]
+    raise RuntimeError(f"unexpected redis reply {line!r}")
 
 
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -313,11 +526,18 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    children: Children, wrk: str, port: int, seconds: float, args: argparse.Namespace
+    children: Children,
+    wrk: str,
+    port: int,
+    seconds: float,
+    args: argparse.Namespace,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> tuple[dict[str, Any], str]:
     argv = [
         wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s",
-        "--timeout", "5s", "--latency", f"http://{LOOPBACK}:{port}{TARGET_PATH}",
+        "--timeout", "5s", "--latency",
+        *(a for name, value in headers for a in ("-H", f"{name}: {value}")),
+        f"http://{LOOPBACK}:{port}{TARGET_PATH}",
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc: subprocess.Popen[bytes] = subprocess.Popen(
@@ -367,6 +587,7 @@ class Measurement:
     proxy_rss_mb_end: float | None
     warmup_rps: float | None
     checks: dict[str, Any] = field(default_factory=dict)
+    redis_cpu_us_per_req: float | None = None  # the throttle-redis variant's redis-server CPU
 
 
 def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work: Path) -> list[str]:
@@ -376,7 +597,7 @@ def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work
             str(VENV_BIN / "mitmdump"), "--mode", reverse, "--listen-host", LOOPBACK, "--listen-port", str(port),
             "-q", "--set", "connection_strategy=lazy",
         ]  # fmt: skip
-    policies = work / ("policies-empty" if variant == "sidegate-empty" else "policies-routes20")
+    policies = policy_dir(work, variant)
     if SOURCE == ROOT:
         sidegate = [str(VENV_BIN / "sidegate")]  # the installed command (editable install of this checkout)
     else:  # another tree: its addons package first on the path (see Children.start)
@@ -393,22 +614,75 @@ def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work
     ]  # fmt: skip
 
 
-def access_log_check(path: Path) -> dict[str, Any]:
-    """Count the access log lines and summarise the last one (route, status, checkpoint µs)."""
+def policy_dir(work: Path, variant: str) -> Path:
+    return work / f"policies-{variant.removeprefix('sidegate-')}"
+
+
+def write_policies(work: Path, redis_url: str | None) -> None:
+    for v in VARIANT_LIST:
+        if not v.sidegate:
+            continue
+        d = policy_dir(work, v.name)
+        d.mkdir(exist_ok=True)
+        for name, text in v.policies.items():
+            (d / name).write_text(text.replace(REDIS_URL, redis_url or "redis://127.0.0.1:1/0"))
+
+
+def access_log_check(path: Path, expect_route: str | None = None, max_cut: int = 0) -> dict[str, Any]:
+    """Read the whole access log: statuses, routes, outcomes and flags of every request.
+
+    ``access_log_ok``: every line is a 200 from ``expect_route``, allowed, without flags (a Redis
+    store error, for instance, shows as a ``store_unavailable`` flag) and without report-only
+    findings, except at most ``max_cut`` requests cut off by the client (wrk closes its connections
+    with requests in flight when a run ends: no status, outcome error, "Client disconnected.").
+    """
     try:
         data = path.read_bytes()
     except OSError:
-        return {"access_log": "missing"}
-    lines = data.count(b"\n")
+        return {"access_log": "missing", "access_log_ok": False}
+    statuses: dict[str, int] = {}
+    routes: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    flags: dict[str, int] = {}
+    bad_lines = cut = clean = 0
     last: dict[str, Any] = {}
-    for raw in reversed(data.splitlines()[-5:]):
+    for raw in data.splitlines():
         try:
             last = json.loads(raw)
-            break
         except ValueError:
+            bad_lines += 1
             continue
+        if last.get("status") is None and last.get("error") == "Client disconnected.":
+            cut += 1
+            continue
+        if last.get("status") == 200 and not last.get("flags") and not last.get("report_only"):
+            clean += 1
+        for counts, key in ((statuses, str(last.get("status"))), (routes, str(last.get("route"))),
+                            (outcomes, str(last.get("outcome")))):  # fmt: skip
+            counts[key] = counts.get(key, 0) + 1
+        for f in (last.get("flags") or []) + (last.get("report_only") or []):
+            name = f"{f.get('plugin')}:{f.get('reason')}"
+            flags[name] = flags.get(name, 0) + 1
+    lines = sum(statuses.values())
+    ok = (
+        lines > 0
+        and not bad_lines
+        and cut <= max_cut
+        and statuses == {"200": lines}
+        and outcomes == {"allowed": lines}
+        and not flags
+        and (expect_route is None or routes == {expect_route: lines})
+    )
     return {
-        "access_log_lines": lines,
+        "access_log_lines": lines,  # requests answered (cut ones not included)
+        "access_log_ok": ok,
+        "access_log_clean_200": clean,  # 200, no flags, no report-only findings
+        "access_log_cut_by_client": cut,
+        "access_log_statuses": statuses,
+        "access_log_routes": routes,
+        "access_log_outcomes": outcomes,
+        "access_log_flags": flags,
+        "access_log_unparsed_lines": bad_lines,
         "last_route": last.get("route"),
         "last_status": last.get("status"),
         "last_outcome": last.get("outcome"),
@@ -419,8 +693,9 @@ def access_log_check(path: Path) -> dict[str, Any]:
 
 def measure(
     children: Children, wrk: str, variant: str, backend: subprocess.Popen[bytes], backend_port: int,
-    work: Path, args: argparse.Namespace, rnd: int, position: int,
+    work: Path, args: argparse.Namespace, rnd: int, position: int, redis: RedisServer | None = None,
 ) -> Measurement:  # fmt: skip
+    spec = VARIANTS_BY_NAME[variant]
     port, admin_port = free_port(), free_port()
     while admin_port == port:
         admin_port = free_port()
@@ -428,14 +703,20 @@ def measure(
     access = work / f"access-{variant}.log"
     access.unlink(missing_ok=True)
     waited = wait_quiet(args.quiet_wait)
-    proc = children.start(proxy_argv(variant, backend_port, port, admin_port, work), log=log)
+    if spec.redis:
+        if redis is None:
+            raise RuntimeError(f"{variant} needs the redis-server")
+        redis.reset()  # no buckets, command statistics from zero
+    proc = children.start(proxy_argv(variant, backend_port, port, admin_port, work), log=log, env_extra=spec.env)
+    ours = {backend.pid, os.getpid()} | ({redis.proc.pid} if redis is not None else set())
+    redis_cpu = rcpu0 = rcpu1 = None
     try:
         wait_port(port, proc)
         checks: dict[str, Any] = {"waited_for_quiet_s": waited}
-        status, headers, body = http_get(port, TARGET_PATH)
+        status, headers, body = http_get(port, TARGET_PATH, headers=spec.headers)
         checks["probe_status"] = status
         checks["probe_body"] = body[:200].decode(errors="replace")
-        if variant != "mitmdump":
+        if spec.sidegate:
             checks["probe_request_id"] = headers.get("x-amzn-requestid")
             try:
                 checks["readyz"] = http_get(admin_port, "/readyz")[0]
@@ -443,37 +724,81 @@ def measure(
                 checks["readyz"] = f"error: {e}"
         if status != 200:
             raise RuntimeError(f"{variant}: probe GET {TARGET_PATH} answered {status}: {body[:300]!r}")
-        warm, _ = run_wrk(children, wrk, port, args.warmup, args)
+        if spec.expect_headers:
+            checks["probe_headers"] = {h: headers.get(h) for h in spec.expect_headers}
+            missing = [h for h in spec.expect_headers if h not in headers]
+            if missing:
+                raise RuntimeError(f"{variant}: probe answer lacks {missing}: {headers}")
+            acao = headers.get("access-control-allow-origin")
+            if acao is not None and acao != BENCH_ORIGIN:
+                raise RuntimeError(f"{variant}: access-control-allow-origin is {acao!r}, expected {BENCH_ORIGIN!r}")
+        warm, _ = run_wrk(children, wrk, port, args.warmup, args, spec.headers)
         procs0 = process_cpu_table()
+        if redis is not None:
+            rcpu0 = cpu_seconds(redis.proc.pid)
+            calls0 = redis.script_calls() if spec.redis else 0
         cpu0, bcpu0, sys0 = cpu_seconds(proc.pid), cpu_seconds(backend.pid), system_busy_seconds()
-        result, _ = run_wrk(children, wrk, port, args.duration, args)
+        result, _ = run_wrk(children, wrk, port, args.duration, args, spec.headers)
         cpu1, bcpu1, sys1 = cpu_seconds(proc.pid), cpu_seconds(backend.pid), system_busy_seconds()
-        checks["foreign_processes"] = foreign_cpu(procs0, process_cpu_table(), {proc.pid, backend.pid, os.getpid()})
+        if redis is not None:
+            rcpu1 = cpu_seconds(redis.proc.pid)
+            redis_cpu = None if rcpu0 is None or rcpu1 is None else rcpu1 - rcpu0
+            if spec.redis:  # every measured request ran the throttle's script in Redis exactly once
+                checks["redis_script_calls_measured"] = redis.script_calls() - calls0
+        checks["foreign_processes"] = foreign_cpu(procs0, process_cpu_table(), ours | {proc.pid})
         if proc.poll() is not None:
             raise RuntimeError(f"{variant} exited with {proc.returncode} during the run:\n{tail(log)}")
         checks["rss_mb"] = rss_mb(proc.pid)
         try:  # the proxy still answers after the load
-            checks["after_status"] = http_get(port, TARGET_PATH)[0]
+            checks["after_status"] = http_get(port, TARGET_PATH, headers=spec.headers)[0]
         except OSError as e:
             checks["after_status"] = f"error: {e}"
-        if variant != "mitmdump":
-            checks.update(access_log_check(access))
+        if spec.sidegate:
+            # warm-up and measured run each end with up to one request in flight per connection
+            checks.update(access_log_check(access, spec.expect_route, max_cut=2 * args.connections + 2))
+            if spec.redis and redis is not None:
+                calls = checks["redis_script_calls_total"] = redis.script_calls()
+                checks["redis_keys"] = redis.command("DBSIZE")
+                # Every request decided in Redis (probes and warm-up included) made one script call: each
+                # clean 200 in the access log, plus possibly requests cut off by wrk after their decision
+                # and calls that ran in Redis but whose answer came after the store timeout.
+                clean, cut = checks.get("access_log_clean_200", 0), checks.get("access_log_cut_by_client", 0)
+                unavailable = checks.get("access_log_flags", {}).get("throttle:store_unavailable", 0)
+                checks["redis_calls_match_log"] = clean <= calls <= clean + cut + unavailable
+                # at least this many script calls ran in Redis after sidegate had given up on them
+                checks["redis_calls_after_timeout_min"] = max(0, calls - clean - cut) if unavailable else 0
+                if not checks["redis_calls_match_log"]:
+                    checks["access_log_ok"] = False
+        if any(name == "Origin" for name, _ in spec.headers):
+            # After the log was read: without the secret the policy must refuse (it was really on).
+            try:
+                no_secret = tuple((k, v) for k, v in spec.headers if k != "x-origin-verify")
+                checks["probe_without_secret"] = http_get(port, TARGET_PATH, headers=no_secret)[0]
+            except OSError as e:
+                checks["probe_without_secret"] = f"error: {e}"
+            if checks["probe_without_secret"] != 403:
+                checks["access_log_ok"] = False
     finally:
         children.stop(proc)
-    if variant != "mitmdump":
+    if spec.sidegate:
         access.unlink(missing_ok=True)  # it grows by ~0.5 KB per request
     n = result.get("requests") or 0
     proxy_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     backend_cpu = None if bcpu0 is None or bcpu1 is None else bcpu1 - bcpu0
     if None not in (sys0, sys1, proxy_cpu, backend_cpu):
-        # Busy CPU of the whole machine not spent by the proxy, the backend or wrk (kernel work
-        # for loopback traffic partly lands here too): large values mean something else ran.
+        # Busy CPU of the whole machine not spent by the proxy, the backend, redis-server or wrk
+        # (kernel work for loopback traffic partly lands here too): large values mean something else ran.
         busy = sys1 - sys0  # type: ignore[operator]
         checks["system_busy_s"] = round(busy, 2)
-        checks["other_cpu_s"] = round(busy - proxy_cpu - backend_cpu - result.get("wrk_cpu_s", 0), 2)  # type: ignore[operator]
+        checks["other_cpu_s"] = round(
+            busy - proxy_cpu - backend_cpu - (redis_cpu or 0.0) - result.get("wrk_cpu_s", 0),  # type: ignore[operator]
+            2,
+        )
         # On an otherwise idle machine this stays near 0 (loopback kernel work is charged to the
         # processes); more than 10% of one core for the run's duration counts as disturbed.
         checks["disturbed"] = checks["other_cpu_s"] > 0.1 * result.get("seconds", args.duration)
+    if redis_cpu is not None:
+        checks["redis_cpu_s"] = round(redis_cpu, 3)
     return Measurement(
         variant=variant,
         round=rnd,
@@ -496,13 +821,13 @@ def measure(
         proxy_rss_mb_end=checks.get("rss_mb"),
         warmup_rps=warm.get("rps"),
         checks=checks,
+        redis_cpu_us_per_req=None if redis_cpu is None or not n or not spec.redis else round(redis_cpu * 1e6 / n, 1),
     )
 
 
 def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
     """Median of each figure over the rounds, per variant (and best rps for reference)."""
     out: dict[str, dict[str, Any]] = {}
-    base: float | None = None
     for variant in VARIANTS:
         every = [m for m in measurements if m.variant == variant]
         if not every:
@@ -529,22 +854,82 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
             "non_2xx_3xx_total": sum(m.non_2xx_3xx for m in ms),
             "socket_errors_total": sum(sum(m.socket_errors.values()) for m in ms),
             "other_cpu_s_max": max((m.checks.get("other_cpu_s", 0) for m in ms), default=None),
+            "redis_cpu_us_per_req_median": med("redis_cpu_us_per_req"),
+            # sidegate: every access-log line a 200 from the expected route, no flags (see access_log_check)
+            "access_log_ok": None
+            if variant == "mitmdump"
+            else all(m.checks.get("access_log_ok") is True for m in every),
+            "access_log_problems": access_log_problems(every),
+            "access_log_lines_total": sum(m.checks.get("access_log_lines", 0) for m in every),
         }
-        if variant == "mitmdump":
-            base = row["rps_median"]
         out[variant] = row
-    for row in out.values():
-        row["ratio_to_mitmdump"] = round(row["rps_median"] / base, 3) if base else None
-    # Ratios within each round (same conditions, adjacent in time).
     rounds = sorted({m.round for m in measurements})
-    for variant, row in out.items():
-        per_round = []
-        for r in rounds:
-            b = next((m.rps for m in measurements if m.round == r and m.variant == "mitmdump"), None)
-            v = next((m.rps for m in measurements if m.round == r and m.variant == variant), None)
-            if b and v:
-                per_round.append(round(v / b, 3))
-        row["ratio_per_round"] = per_round
+    for baseline, suffix in (("mitmdump", "mitmdump"), ("sidegate-empty", "sidegate_empty")):
+        base = out[baseline]["rps_median"] if baseline in out else None
+        for variant, row in out.items():
+            row[f"ratio_to_{suffix}"] = round(row["rps_median"] / base, 3) if base else None
+            # Ratios within each round (same conditions, close in time).
+            per_round = []
+            for r in rounds:
+                b = next((m.rps for m in measurements if m.round == r and m.variant == baseline), None)
+                v = next((m.rps for m in measurements if m.round == r and m.variant == variant), None)
+                if b and v:
+                    per_round.append(round(v / b, 3))
+            row["ratio_per_round" if baseline == "mitmdump" else f"ratio_per_round_to_{suffix}"] = per_round
+    return out
+
+
+def access_log_problems(ms: list[Measurement]) -> dict[str, int]:
+    """What failed the access-log checks of these runs, summed: non-200 statuses, other routes, flags."""
+    out: dict[str, int] = {}
+    for m in ms:
+        c = m.checks
+        if c.get("access_log_ok") is not False:
+            continue
+        problems = {f"status {k}": v for k, v in c.get("access_log_statuses", {}).items() if k != "200"}
+        problems.update({f"flag {k}": v for k, v in c.get("access_log_flags", {}).items()})
+        if len(c.get("access_log_routes", {})) > 1:
+            problems.update({f"route {k}": v for k, v in c["access_log_routes"].items()})
+        if c.get("redis_calls_match_log") is False:
+            problems["runs where redis script calls != requests decided"] = 1
+        if c.get("probe_without_secret") not in (None, 403):
+            problems[f"probe without secret answered {c['probe_without_secret']}"] = 1
+        if c.get("access_log") == "missing":
+            problems["access log missing"] = 1
+        problems.setdefault("runs failing the check", 0)
+        problems["runs failing the check"] += 1
+        for k, v in problems.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def bars(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's bar: median requests/s ratio to its baseline, no errors, access log as expected."""
+    out = []
+    for v in VARIANT_LIST:
+        if v.bar is None or v.name not in summary:
+            continue
+        baseline, minimum = v.bar
+        row = summary[v.name]
+        key = "ratio_to_mitmdump" if baseline == "mitmdump" else "ratio_to_sidegate_empty"
+        ratio = row.get(key) if baseline in summary else None
+        errs = row["non_2xx_3xx_total"] + row["socket_errors_total"]
+        log_ok = row.get("access_log_ok") is not False
+        met = ratio is not None and ratio >= minimum and not errs and log_ok
+        text = (
+            f"{v.name} ≥ {minimum:.0%} of {baseline} requests/s (same run): "
+            + (f"ratio {ratio:.3f} (median)" if ratio is not None else f"no {baseline} figure")
+            + f" → {'met' if met else 'NOT met'}"
+            + (f"; {errs} non-2xx/socket errors" if errs else "")
+            + (
+                ""
+                if log_ok
+                else f"; access-log check failed: {row.get('access_log_problems')} "
+                f"in {row.get('access_log_lines_total')} requests logged over all runs"
+            )
+        )
+        out.append({"variant": v.name, "baseline": baseline, "minimum": minimum, "ratio": ratio, "met": met,
+                    "text": text})  # fmt: skip
     return out
 
 
@@ -552,9 +937,20 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
 
 
 def microbench(
-    policy_dir: Path, iterations: int, warmup: int, path: str, expect_route: str
+    policy_dir: Path,
+    iterations: int,
+    warmup: int,
+    path: str,
+    expect_route: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    expect_plugins: tuple[str, ...] = (),
+    variant: str = "",
 ) -> Coroutine[Any, Any, dict[str, Any]]:
-    """Per-request cost of the checkpoint hooks, driven directly (no proxy, no network)."""
+    """Per-request cost of the checkpoint hooks, driven directly (no proxy, no network).
+
+    ``headers`` are added to every request; ``expect_plugins`` must all appear in the first
+    request's trace (the policy under test really ran).
+    """
     import gc
 
     from mitmproxy.test import taddons, tflow, tutils
@@ -600,7 +996,7 @@ def microbench(
             first_meta: dict[str, Any] | None = None
             gc.collect()
             for i in range(warmup + iterations):
-                f = tflow.tflow(req=tutils.treq(path=path.encode(), content=b"", headers=_headers()))
+                f = tflow.tflow(req=tutils.treq(path=path.encode(), content=b"", headers=_headers(headers)))
                 answer[0] = tutils.tresp()
                 t0 = clock()
                 await mreq.requestheaders(f)
@@ -619,6 +1015,13 @@ def microbench(
                         raise RuntimeError(
                             f"microbench: unexpected outcome {meta.get('route')!r} {meta.get('status')!r}"
                         )
+                    ran = {t.get("plugin") for t in meta.get("trace", [])}
+                    if missing := [p for p in expect_plugins if p not in ran]:
+                        raise RuntimeError(f"microbench: plugins {missing} did not run (trace: {sorted(ran)})")
+                    if meta.get("flags") or meta.get("report_only") or meta.get("outcome") != "allowed":
+                        raise RuntimeError(f"microbench: unexpected findings {meta}")
+                if meta.get("status") != 200:
+                    raise RuntimeError(f"microbench: request {i} answered {meta.get('status')}")
                 if i < warmup:
                     continue
                 wall["method_request"] += t1 - t0
@@ -629,7 +1032,10 @@ def microbench(
                 for h in hooks:
                     recorded[h] += meta["checkpoint_us"].get(h, 0)
             return {
+                "variant": variant,
                 "policy": policy.summary(),
+                "headers": [name for name, _ in headers],
+                "plugins": [t.get("plugin") for t in (first_meta or {}).get("trace", [])],
                 "path": path,
                 "route": expect_route,
                 "iterations": iterations,
@@ -644,7 +1050,7 @@ def microbench(
     return go()
 
 
-def _headers() -> Any:
+def _headers(extra: tuple[tuple[str, str], ...] = ()) -> Any:
     from mitmproxy import http
 
     return http.Headers(
@@ -652,8 +1058,265 @@ def _headers() -> Any:
             (b"host", b"127.0.0.1:8080"),
             (b"user-agent", b"bench/1"),
             (b"accept", b"*/*"),
+            *((name.lower().encode(), value.encode()) for name, value in extra),
         ]
     )
+
+
+# -- throttle decision microbenchmarks -------------------------------------------------------------
+
+
+def _stats_us(samples_ns: list[int]) -> dict[str, float]:
+    xs = sorted(samples_ns)
+    n = len(xs)
+    return {
+        "mean_us": round(sum(xs) / n / 1000, 2),
+        "p50_us": round(xs[n // 2] / 1000, 2),
+        "p99_us": round(xs[min(n - 1, int(n * 0.99))] / 1000, 2),
+        "max_us": round(xs[-1] / 1000, 2),
+    }
+
+
+def throttle_specs() -> list[Any]:
+    """The three buckets a request takes a token from in the throttle variants (same keys as sidegate's)."""
+    from addons.throttle.buckets import BucketSpec
+
+    prefix = "bench:bench"
+    return [
+        BucketSpec(f"{prefix}:account", "account", 1_000_000.0, 1_000_000),
+        BucketSpec(f"{prefix}:stage", "stage", 1_000_000.0, 1_000_000),
+        BucketSpec(f"{prefix}:route:{TARGET_ROUTE}", "route", 1_000_000.0, 1_000_000),
+    ]
+
+
+def micro_throttle_memory(iterations: int, warmup: int) -> dict[str, Any]:
+    """``MemoryStore.acquire`` with three BucketSpecs, timed per call (monotonic clock read included)."""
+    import gc
+
+    from addons.throttle.buckets import MemoryStore
+
+    store = MemoryStore()
+    specs = throttle_specs()
+    clock, now = time.perf_counter_ns, time.monotonic
+    samples: list[int] = []
+    gc.collect()
+    cpu0 = 0
+    for i in range(warmup + iterations):
+        if i == warmup:
+            cpu0 = time.process_time_ns()
+        t0 = clock()
+        decision = store.acquire(specs, now())
+        t1 = clock()
+        if not decision.admitted:
+            raise RuntimeError("micro_throttle_memory: a request was refused")
+        if i >= warmup:
+            samples.append(t1 - t0)
+    cpu = time.process_time_ns() - cpu0
+    return {
+        "store": "memory",
+        "tiers": len(specs),
+        "iterations": iterations,
+        **_stats_us(samples),
+        "client_cpu_us": round(cpu / iterations / 1000, 2),
+    }
+
+
+async def micro_throttle_redis(url: str, iterations: int, warmup: int, server_pid: int) -> dict[str, Any]:
+    """``await RedisStore.acquire`` with three BucketSpecs against the script's redis-server, one at a
+    time (no concurrency: the round trip plus the Lua script), and a PING round trip for reference."""
+    from addons.throttle.redis_store import RedisStore, StoreUnavailable
+
+    # The policy's default store_timeout (50 ms): a call slower than that would be a store error.
+    store = RedisStore(url, timeout=0.05)
+    specs = throttle_specs()
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    pings: list[int] = []
+    errors = 0
+    cpu0 = server0 = 0.0
+    try:
+        for i in range(warmup + iterations):
+            if i == warmup:
+                cpu0, server0 = time.process_time(), cpu_seconds(server_pid) or 0.0
+            t0 = clock()
+            try:
+                decision = await store.acquire(specs)
+            except StoreUnavailable:
+                errors += 1
+                await asyncio.sleep(1.05)  # the circuit breaker stays open for 1 s
+                continue
+            t1 = clock()
+            if not decision.admitted:
+                raise RuntimeError("micro_throttle_redis: a request was refused")
+            if i >= warmup:
+                samples.append(t1 - t0)
+        cpu, server = time.process_time() - cpu0, (cpu_seconds(server_pid) or 0.0) - server0
+        for i in range(warmup + iterations):
+            t0 = clock()
+            await store.call("PING")
+            t1 = clock()
+            if i >= warmup:
+                pings.append(t1 - t0)
+    finally:
+        await store.close()
+    if not samples:
+        raise RuntimeError(f"micro_throttle_redis: every call failed ({errors} store errors)")
+    return {
+        "store": "redis",
+        "tiers": len(specs),
+        "iterations": len(samples),
+        "store_errors": errors,
+        **_stats_us(samples),
+        # CPU per call: this process (redis.asyncio client, asyncio, the store's own code) and
+        # redis-server (the Lua script); both in clock ticks, so only rough at 1000s of calls.
+        "client_cpu_us": round(cpu * 1e6 / max(1, len(samples)), 1),
+        "server_cpu_us": round(server * 1e6 / max(1, len(samples)), 1),
+        "ping": _stats_us(pings),
+    }
+
+
+# -- memory with many clients (issue 4 item 9) -----------------------------------------------------
+
+MEMORY_SAMPLE_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)  # of --memory-keys: 50k, 100k, ... 1M
+
+
+def _vm_kb(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_child(kind: str, keys: int) -> dict[str, Any]:
+    """Run in a child process: bucket ``keys`` distinct clients, sampling VmRSS along the way.
+
+    ``store``: ``MemoryStore()`` (default bound) and one ``acquire`` per client key, each a per-client
+    route bucket keyed like sidegate's (``api:stage:route:KEY:<16 hex of sha256>``).
+    ``throttle``: a ``Throttle`` (account tier + a route tier with ``key: [ip]``) whose
+    ``method_request`` is called with a minimal stand-in exchange per fake client IP (10.x.y.z).
+    """
+    import gc
+    import hashlib
+    import types
+
+    from mitmproxy import http as mhttp
+
+    from addons.policy.models import ApiPolicy, ThrottlePolicy
+    from addons.throttle import Throttle
+    from addons.throttle.buckets import BucketSpec, MemoryStore
+
+    main_marks = {max(1, round(keys * f)) for f in MEMORY_SAMPLE_FRACTIONS}
+    marks = sorted(main_marks | {max(1, round(keys * i / 40)) for i in range(1, 41)})  # the JSON's finer series
+    gc.collect()
+    rss0 = _vm_kb("VmRSS")
+    now = time.monotonic
+    if kind == "store":
+        store = MemoryStore()
+        bound = store.max_buckets
+        prefix = f"bench:bench:route:{TARGET_ROUTE}:"
+
+        def step(i: int) -> None:
+            key = prefix + hashlib.sha256(b"%d" % i).hexdigest()[:16]
+            if not store.acquire([BucketSpec(key, "route", 10.0, 20)], now()).admitted:
+                raise RuntimeError("memory_child: a new client was refused")
+
+        def buckets() -> int:
+            return len(store)
+    elif kind == "throttle":
+        api = ApiPolicy.model_validate({"kind": "Api", "name": "bench", "stage": "bench", "routes": {TARGET_ROUTE: {}}})
+        policy = ThrottlePolicy.model_validate(
+            {
+                "kind": "Throttle",
+                "account": {"rate": 1_000_000, "burst": 1_000_000},
+                "routes": {TARGET_ROUTE: {"rate": 10, "burst": 20, "key": ["ip"]}},
+            }
+        )
+        throttle = Throttle(policy, api, "bench", enforced=True)
+        bound = throttle.store.max_buckets
+        conn = types.SimpleNamespace(peername=("10.0.0.1", 40000), certificate_list=[])
+        request = types.SimpleNamespace(headers=mhttp.Headers(host="127.0.0.1"), method="GET")
+        flow = types.SimpleNamespace(client_conn=conn, request=request)
+        route = types.SimpleNamespace(key=TARGET_ROUTE)
+        ex: Any = types.SimpleNamespace(flow=flow, request=request, route=route, vars={}, details={})
+
+        def step(i: int) -> None:
+            conn.peername = (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", 40000)
+            ex.vars, ex.details = {}, {}
+            if throttle.method_request(ex) is not None:
+                raise RuntimeError(f"memory_child: client {conn.peername[0]} was refused")
+
+        def buckets() -> int:
+            return len(throttle.store)
+    else:
+        raise ValueError(kind)
+
+    samples = [{"keys": 0, "rss_mb": round(rss0 / 1024, 1), "buckets": 0, "elapsed_s": 0.0, "main": True}]
+    started = time.monotonic()
+    done = 0
+    for mark in marks:  # bounded: ``keys`` steps in all
+        for i in range(done, mark):
+            step(i)
+        done = mark
+        samples.append(
+            {
+                "keys": mark,
+                "rss_mb": round(_vm_kb("VmRSS") / 1024, 1),
+                "buckets": buckets(),
+                "elapsed_s": round(time.monotonic() - started, 2),
+                "main": mark in main_marks,
+            }
+        )
+    elapsed = time.monotonic() - started
+    return {
+        "kind": kind,
+        "keys": keys,
+        "max_buckets": bound,
+        "samples": samples,
+        "peak_rss_mb": round(_vm_kb("VmHWM") / 1024, 1),
+        "us_per_key": round(elapsed * 1e6 / keys, 2),
+    }
+
+
+def memory_test(kind: str, keys: int, timeout: float) -> dict[str, Any]:
+    """Run ``memory_child`` in a fresh Python process and judge whether RSS stays flat past the bound."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--memory-child", kind, "--memory-keys", str(keys),
+            "--source", str(SOURCE)]  # fmt: skip
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE), env.get("PYTHONPATH", "")) if p)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=SOURCE, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"memory child ({kind}) exited with {r.returncode}:\n{r.stderr[-2000:]}")
+    out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    samples = out["samples"]
+    # Flat: from the first sample at which the store holds its bound, RSS grows by less than 5 %
+    # (of the RSS at that point) however many more clients arrive.
+    at_bound = next((x for x in samples if x["buckets"] >= out["max_buckets"]), None)
+    if at_bound is None:
+        out["flat"] = None
+        out["verdict"] = f"the bound ({out['max_buckets']}) was never reached with {keys} keys"
+        return out
+    later = [x for x in samples if x["keys"] > at_bound["keys"]]
+    growth = max((x["rss_mb"] for x in later), default=at_bound["rss_mb"]) - at_bound["rss_mb"]
+    out["bound_reached_at_keys"] = at_bound["keys"]
+    out["growth_after_bound_mb"] = round(growth, 1)
+    out["mb_per_100k_buckets"] = round((at_bound["rss_mb"] - samples[0]["rss_mb"]) * 100_000 / at_bound["buckets"], 1)
+    out["buckets_bounded"] = all(x["buckets"] <= out["max_buckets"] for x in samples)
+    out["growth_after_bound_pct"] = round(100 * growth / at_bound["rss_mb"], 1)
+    # RSS over the last quarter of the keys against everything before it: still rising at the end?
+    last_quarter = [x["rss_mb"] for x in samples if x["keys"] > 0.75 * keys]
+    earlier = [x["rss_mb"] for x in samples if at_bound["keys"] <= x["keys"] <= 0.75 * keys]
+    out["growth_in_last_quarter_mb"] = round(max(last_quarter) - max(earlier), 1) if last_quarter and earlier else None
+    out["flat"] = bool(later) and growth < 0.05 * at_bound["rss_mb"] and out["buckets_bounded"]
+    peak = max((x for x in samples if x["keys"] >= at_bound["keys"]), key=lambda x: x["rss_mb"])
+    out["verdict"] = (
+        f"RSS {at_bound['rss_mb']:.1f} MB at {at_bound['keys']:,} keys (bound of {out['max_buckets']:,} buckets "
+        f"reached), {samples[-1]['rss_mb']:.1f} MB at {samples[-1]['keys']:,} keys (highest {peak['rss_mb']:.1f} MB, "
+        f"first at {peak['keys']:,}): {growth:+.1f} MB ({out['growth_after_bound_pct']:+.1f} %) after the bound, "
+        f"{out['growth_in_last_quarter_mb']:+.1f} MB in the last quarter → "
+        + ("flat (< 5 % growth after the bound)" if out["flat"] else "NOT flat (≥ 5 % growth after the bound)")
+        + ("" if out["buckets_bounded"] else "; the bucket count exceeded the bound")
+    )
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -672,59 +1335,127 @@ def fmt(v: float | None, nd: int = 2) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
-    lines = [
-        f"Measured {result['timestamp']} on {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}); "
-        f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s --latency, keep-alive, "
-        f"{s['rounds']} round(s) per variant in alternating order; figures are medians over the runs "
-        "not disturbed by other load on the machine (* in the last column marks a disturbed run). "
-        "wrk, the proxy and the backend share the same cores.",
-        "",
-        "| variant | requests/s (median) | p50 ms | p99 ms | proxy CPU µs/req | ratio to mitmdump | per-round rps |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for variant, row in result["summary"].items():
-        lines.append(
-            f"| {variant} | {row['rps_median']:.0f} | {fmt(row['p50_ms_median'])} | {fmt(row['p99_ms_median'])} | "
-            f"{fmt(row['proxy_cpu_us_per_req_median'], 0)} | {fmt(row['ratio_to_mitmdump'])} | "
-            f"{per_round(row)} |"
-        )
-    disturbed = {v: r["disturbed_runs"] for v, r in result["summary"].items() if r.get("disturbed_runs")}
-    lines += [
-        "",
-        f"Measured: {result['label'] or result['versions'].get('source')}. "
-        + (
-            f"Runs still disturbed by other load on the machine after retries: {disturbed}; "
-            f"{len(result['discarded_disturbed'])} disturbed run(s) were measured again."
-            if disturbed
-            else f"No kept run was disturbed by other load ({len(result['discarded_disturbed'])} disturbed run(s) "
-            "were measured again)."
-        ),
-    ]
-    for mb in result.get("microbench", []):
+    lines: list[str] = []
+    if result["summary"]:
+        lines += [
+            f"Measured {result['timestamp']} on {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}); "
+            f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s --latency, keep-alive, "
+            f"{s['rounds']} round(s) per variant in alternating order; figures are medians over the runs "
+            "not disturbed by other load on the machine (* in the last column marks a disturbed run). "
+            "wrk, the proxy, the backend (and redis-server) share the same cores.",
+            "",
+            "| variant | requests/s (median) | p50 ms | p99 ms | proxy CPU µs/req | ratio to mitmdump "
+            "| ratio to sidegate-empty | access log | per-round rps |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        for variant, row in result["summary"].items():
+            lines.append(
+                f"| {variant} | {row['rps_median']:.0f} | {fmt(row['p50_ms_median'])} | "
+                f"{fmt(row['p99_ms_median'])} | {fmt(row['proxy_cpu_us_per_req_median'], 0)} | "
+                f"{fmt(row['ratio_to_mitmdump'])} | {fmt(row.get('ratio_to_sidegate_empty'))} | "
+                f"{access_log_text(row)} | {per_round(row)} |"
+            )
+        disturbed = {v: r["disturbed_runs"] for v, r in result["summary"].items() if r.get("disturbed_runs")}
         lines += [
             "",
-            f"In-process, {mb['iterations']} requests ({mb['policy']}; {mb['path']} → {mb['route']}), "
-            "mean µs per request:",
-            "",
-            "| checkpoint | wall µs (hook call) | recorded checkpoint_us |",
-            "| --- | ---: | ---: |",
+            f"Measured: {result['label'] or result['versions'].get('source')}. "
+            + (
+                f"Runs still disturbed by other load on the machine after retries: {disturbed}; "
+                f"{len(result['discarded_disturbed'])} disturbed run(s) were measured again."
+                if disturbed
+                else f"No kept run was disturbed by other load ({len(result['discarded_disturbed'])} disturbed "
+                "run(s) were measured again)."
+            ),
         ]
-        for h, v in mb["wall_us"].items():
-            lines.append(f"| {h} | {v:.1f} | {mb['checkpoint_us_mean'][h]:.1f} |")
-        lines.append(f"| total | {mb['wall_total_us']:.1f} | {mb['checkpoint_us_total']:.1f} |")
-    bar = result.get("bar")
-    if bar:
-        lines += ["", bar["text"]]
+        redis_cpu = {
+            v: r["redis_cpu_us_per_req_median"]
+            for v, r in result["summary"].items()
+            if r.get("redis_cpu_us_per_req_median") is not None
+        }
+        if redis_cpu:
+            lines += ["", f"redis-server CPU per request (median µs): {redis_cpu}."]
+        if result.get("bars"):
+            lines += ["", "Bars (same run):", ""] + [f"- {b['text']}" for b in result["bars"]]
+    micro = result.get("microbench", [])
+    if micro:
+        lines += [
+            "",
+            f"In-process, {micro[0]['iterations']} requests per policy ({TARGET_PATH}), mean µs per request, "
+            "wall (hook call) / recorded checkpoint_us:",
+            "",
+            "| checkpoint | " + " | ".join(mb["variant"] or mb["policy"] for mb in micro) + " |",
+            "| --- |" + " ---: |" * len(micro),
+        ]
+        for h in micro[0]["wall_us"]:
+            lines.append(
+                f"| {h} | "
+                + " | ".join(f"{mb['wall_us'][h]:.1f} / {mb['checkpoint_us_mean'][h]:.1f}" for mb in micro)
+                + " |"
+            )
+        lines.append(
+            "| **total** | "
+            + " | ".join(f"**{mb['wall_total_us']:.1f}** / {mb['checkpoint_us_total']:.1f}" for mb in micro)
+            + " |"
+        )
+    throttle = result.get("microbench_throttle", [])
+    if throttle:
+        lines += [
+            "",
+            "Throttle decision, three tiers (account, stage, route), sequential calls, µs per request:",
+            "",
+            "| store | calls | mean | p50 | p99 | max | CPU µs/call (sidegate side / redis-server) | note |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for t in throttle:
+            note = "`MemoryStore.acquire(specs, time.monotonic())`"
+            if "ping" in t:
+                note = (
+                    "`await RedisStore.acquire(specs)` (one EVALSHA); a PING round trip: "
+                    f"p50 {t['ping']['p50_us']:.1f}, p99 {t['ping']['p99_us']:.1f}; "
+                    f"store errors {t.get('store_errors', 0)}"
+                )
+            lines.append(
+                f"| {t['store']} | {t['iterations']} | {t['mean_us']:.2f} | {t['p50_us']:.2f} | {t['p99_us']:.2f} | "
+                f"{t['max_us']:.2f} | {t.get('client_cpu_us', 'n/a')}"
+                + (f" / {t['server_cpu_us']}" if "server_cpu_us" in t else "")
+                + f" | {note} |"
+            )
+    memory = result.get("memory_many_clients", [])
+    if memory:
+        lines += [
+            "",
+            "Memory with many distinct clients (child process, VmRSS in MB; default bound 100,000 buckets):",
+            "",
+            "| clients | " + " | ".join(f"{x['keys']:,}" for x in memory[0]["samples"] if x.get("main")) + " |",
+            "| --- |" + " ---: |" * sum(1 for x in memory[0]["samples"] if x.get("main")),
+        ]
+        for mem in memory:
+            lines.append(
+                f"| {mem['kind']} (RSS / buckets) | "
+                + " | ".join(f"{x['rss_mb']:.1f} / {x['buckets']:,}" for x in mem["samples"] if x.get("main"))
+                + " |"
+            )
+        lines.append("")
+        lines += [f"- {mem['kind']}: {mem['verdict']}; {mem['us_per_key']} µs per client key" for mem in memory]
     return "\n".join(lines)
 
 
+def access_log_text(row: dict[str, Any]) -> str:
+    ok = row.get("access_log_ok")
+    return "n/a" if ok is None else ("all 200, expected route" if ok else "**FAILED**")
+
+
 def print_table(summary: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{'variant':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'ratio':>7}  per round")
+    print(
+        f"\n{'variant':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10} {'÷mitm':>6} {'÷empty':>6} "
+        f"{'log':>4}  per round"
+    )
     for variant, row in summary.items():
+        log = {None: "-", True: "ok", False: "FAIL"}[row.get("access_log_ok")]
         print(
-            f"{variant:<20} {row['rps_median']:>9.0f} {fmt(row['p50_ms_median']):>8} {fmt(row['p99_ms_median']):>8} "
-            f"{fmt(row['proxy_cpu_us_per_req_median'], 0):>11} {fmt(row['ratio_to_mitmdump']):>7}  "
-            f"{per_round(row)}"
+            f"{variant:<28} {row['rps_median']:>7.0f} {fmt(row['p50_ms_median']):>7} {fmt(row['p99_ms_median']):>7} "
+            f"{fmt(row['proxy_cpu_us_per_req_median'], 0):>10} {fmt(row['ratio_to_mitmdump']):>6} "
+            f"{fmt(row.get('ratio_to_sidegate_empty')):>6} {log:>4}  {per_round(row)}"
         )
 
 
@@ -766,6 +1497,7 @@ def versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SOURCE, VARIANTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured wrk run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
@@ -774,7 +1506,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of wrk warm-up per proxy (default 2)")
     parser.add_argument("--iterations", type=int, default=5000, help="microbenchmark requests (default 5000)")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 2 rounds, 1 s warm-up, 2000 iterations")
-    parser.add_argument("--skip-micro", action="store_true", help="only the end-to-end part")
+    parser.add_argument("--skip-micro", action="store_true", help="no in-process microbenchmarks")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated end-to-end variants (default: all): " + ", ".join(VARIANTS),
+    )
+    parser.add_argument("--skip-e2e", action="store_true", help="no end-to-end (wrk) measurements")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory test with many clients")
+    parser.add_argument(
+        "--memory-keys", type=int, default=1_000_000, help="distinct client keys in the memory test (default 1000000)"
+    )
+    parser.add_argument("--memory-child", choices=("store", "throttle"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--retries", type=int, default=2, help="re-measure a run disturbed by other load up to N times (default 2)"
     )
@@ -794,10 +1537,20 @@ def main(argv: list[str] | None = None) -> int:
         help="sidegate source tree to measure (default: this checkout), e.g. a `git archive` export of a commit",
     )
     args = parser.parse_args(argv)
-    global SOURCE
     SOURCE = args.source.resolve()
     if not (SOURCE / "addons" / "gateway.py").is_file() or not (SOURCE / "mitm_config.yaml").is_file():
         parser.error(f"--source {SOURCE}: no addons/gateway.py and mitm_config.yaml there")
+    args.memory_keys = max(1000, min(args.memory_keys, 5_000_000))
+    if args.memory_child:  # internal: the child process of the memory test
+        sys.path.insert(0, str(SOURCE))
+        print(json.dumps(memory_child(args.memory_child, args.memory_keys)))
+        return 0
+    wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if unknown := [v for v in wanted if v not in VARIANTS_BY_NAME]:
+        parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS_BY_NAME)}")
+    VARIANTS = tuple(v for v in VARIANTS_BY_NAME if v in wanted)  # always in the table's order
+    if args.skip_e2e:
+        VARIANTS = ()
     args.output = args.output.resolve()
     if args.quick:
         args.duration, args.rounds, args.warmup, args.iterations = min(args.duration, 3), 2, 1, 2000
@@ -816,18 +1569,24 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
 
-    wrk = ensure_wrk()
+    wrk = ensure_wrk() if VARIANTS else "wrk"
     children = Children()
     work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
     measurements: list[Measurement] = []
     failures: list[dict[str, Any]] = []
     micro: list[dict[str, Any]] = []
+    micro_throttle: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
+    redis: RedisServer | None = None
+    redis_version: str | None = None
     started = time.monotonic()
     try:
-        (work / "policies-empty").mkdir()
-        (work / "policies-routes20").mkdir()
-        (work / "policies-routes20" / "api.yaml").write_text(ROUTES_20)
+        if any(VARIANTS_BY_NAME[v].redis for v in VARIANTS) or not args.skip_micro:
+            redis = RedisServer(children, work)
+            redis_version = redis.version
+            print(f"bench: redis-server {redis.version} on {LOOPBACK}:{redis.port} (no persistence)", flush=True)
+        write_policies(work, redis.url if redis else None)
 
         backend_port = free_port()
         backend = children.start(
@@ -841,7 +1600,7 @@ def main(argv: list[str] | None = None) -> int:
             for position, variant in enumerate(order, 1):
                 print(f"bench: round {rnd}/{args.rounds} {variant} ...", end=" ", flush=True)
                 try:
-                    m = measure(children, wrk, variant, backend, backend_port, work, args, rnd, position)
+                    m = measure(children, wrk, variant, backend, backend_port, work, args, rnd, position, redis)
                     for _ in range(args.retries):  # bounded: other load on the machine skews the figures
                         if not m.checks.get("disturbed"):
                             break
@@ -853,7 +1612,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         discarded.append(asdict(m))
                         time.sleep(args.retry_pause)
-                        m = measure(children, wrk, variant, backend, backend_port, work, args, rnd, position)
+                        m = measure(children, wrk, variant, backend, backend_port, work, args, rnd, position, redis)
                 except (RuntimeError, OSError, http.client.HTTPException) as e:
                     log = work / f"{variant}-r{rnd}.out"
                     failures.append({"variant": variant, "round": rnd, "error": str(e), "output_tail": tail(log, 40)})
@@ -865,7 +1624,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m.rps:.0f} req/s, p50 {fmt(m.p50_ms)} ms, p99 {fmt(m.p99_ms)} ms, "
                     f"proxy CPU {fmt(m.proxy_cpu_us_per_req, 0)} µs/req, "
                     f"machine busy {m.checks.get('system_busy_s', 'n/a')} s of {(os.cpu_count() or 1) * m.seconds:.0f}"
+                    + (f", redis CPU {fmt(m.redis_cpu_us_per_req, 0)} µs/req" if m.redis_cpu_us_per_req else "")
                     + (f", non-2xx {m.non_2xx_3xx}" if m.non_2xx_3xx else "")
+                    + (
+                        f" [ACCESS LOG: {m.checks.get('access_log_statuses')} {m.checks.get('access_log_routes')} "
+                        f"flags {m.checks.get('access_log_flags')}]"
+                        if m.checks.get("access_log_ok") is False
+                        else ""
+                    )
                     + (f", socket errors {m.socket_errors}" if errs else "")
                     + (" [DISTURBED by other load]" if m.checks.get("disturbed") else ""),
                     flush=True,
@@ -876,17 +1642,62 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.skip_micro:
             print(f"bench: in-process microbenchmark, {args.iterations} requests per policy ...", flush=True)
+            for name, value in ORIGIN_ENV:  # the cors-origin policy reads its secrets from the environment
+                os.environ[name] = value
+            warm = min(500, args.iterations // 10)
+            micro_cases = (
+                ("sidegate-routes20", ("router",)),
+                ("sidegate-empty", ("router",)),
+                ("sidegate-cors-origin", ("origin_verify", "cors", "router")),
+                ("sidegate-throttle-memory", ("router", "throttle")),
+                ("sidegate-throttle-redis", ("router", "throttle")),
+            )
 
             async def all_micro() -> None:
-                for policy_dir, route in (("policies-routes20", TARGET_ROUTE), ("policies-empty", "$default")):
-                    warm = min(500, args.iterations // 10)
+                for variant, plugins in micro_cases:
+                    spec = VARIANTS_BY_NAME[variant]
+                    if spec.redis and redis is None:
+                        continue
+                    wait_quiet(min(args.quiet_wait, 30))  # blocking on purpose: nothing else runs here
                     try:
-                        micro.append(await microbench(work / policy_dir, args.iterations, warm, TARGET_PATH, route))
-                    except Exception as e:  # keep the end-to-end figures
-                        failures.append({"variant": f"microbench {policy_dir}", "round": 0, "error": repr(e)})
-                        print(f"bench: microbenchmark with {policy_dir} failed: {e!r}", file=sys.stderr)
+                        run = microbench(
+                            policy_dir(work, variant), args.iterations, warm, TARGET_PATH, spec.expect_route,
+                            spec.headers, plugins, variant,
+                        )  # fmt: skip
+                        micro.append(await run)
+                    except Exception as e:  # keep the other figures
+                        failures.append({"variant": f"microbench {variant}", "round": 0, "error": repr(e)})
+                        print(f"bench: microbenchmark {variant} failed: {e!r}", file=sys.stderr)
+                if redis is not None:
+                    wait_quiet(min(args.quiet_wait, 30))
+                    try:
+                        micro_throttle.append(
+                            await micro_throttle_redis(redis.url, args.iterations, warm, redis.proc.pid)
+                        )
+                    except Exception as e:
+                        failures.append({"variant": "microbench throttle redis", "round": 0, "error": repr(e)})
+                        print(f"bench: throttle decision (redis) failed: {e!r}", file=sys.stderr)
 
+            wait_quiet(min(args.quiet_wait, 30))
+            try:
+                micro_throttle.append(micro_throttle_memory(args.iterations, warm))
+            except Exception as e:
+                failures.append({"variant": "microbench throttle memory", "round": 0, "error": repr(e)})
+                print(f"bench: throttle decision (memory) failed: {e!r}", file=sys.stderr)
             asyncio.run(all_micro())
+        if redis is not None:
+            children.stop(redis.proc)
+
+        if not args.skip_memory:
+            for kind in ("store", "throttle"):
+                print(f"bench: memory with {args.memory_keys:,} distinct clients ({kind}) ...", flush=True)
+                wait_quiet(min(args.quiet_wait, 30))
+                try:
+                    memory.append(memory_test(kind, args.memory_keys, timeout=900))
+                    print(f"bench:   {memory[-1]['verdict']}", flush=True)
+                except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+                    failures.append({"variant": f"memory {kind}", "round": 0, "error": str(e)})
+                    print(f"bench: memory test ({kind}) failed: {e}", file=sys.stderr)
     finally:
         children.stop_all()
         if failures:
@@ -911,34 +1722,51 @@ def main(argv: list[str] | None = None) -> int:
             "statistic": "median over the rounds not disturbed by other load (all of them if none is clean)",
             "wrk": subprocess.run([wrk, "--version"], capture_output=True, text=True).stdout.splitlines()[0:1],
         },
-        "variants": DESCRIPTIONS,
+        "variants": {v: DESCRIPTIONS[v] for v in VARIANTS},
         "routes20_policy": ROUTES_20,
+        "policies": {
+            v.name: {name: text.replace(REDIS_URL, "redis://127.0.0.1:PORT/0") for name, text in v.policies.items()}
+            for v in VARIANT_LIST
+            if v.policies and v.name != "sidegate-routes20"
+        },
+        "wrk_headers": {v: [name for name, _ in VARIANTS_BY_NAME[v].headers] for v in VARIANTS},
+        "redis_server": redis_version,
         "summary": summary,
+        "bars": bars(summary),
         "measurements": [asdict(m) for m in measurements],
         "failures": failures,
         "discarded_disturbed": discarded,
         "microbench": micro,
+        "microbench_throttle": micro_throttle,
+        "memory_many_clients": memory,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    if "mitmdump" in summary and "sidegate-routes20" in summary:
-        ratio = summary["sidegate-routes20"]["ratio_to_mitmdump"]
-        met = ratio is not None and ratio >= 1.0
-        errs = summary["sidegate-routes20"]["non_2xx_3xx_total"] + summary["sidegate-routes20"]["socket_errors_total"]
-        result["bar"] = {
-            "ratio": ratio,
-            "met": met and not errs,
-            "text": f"Bar (sidegate run with the 20-route policy ≥ plain mitmdump requests/s, same run): "
-            f"ratio {ratio:.2f} (median) → {'met' if met and not errs else 'NOT met'}"
-            + (f"; {errs} non-2xx/socket errors" if errs else ""),
-        }
+    routes_bar = next((b for b in result["bars"] if b["variant"] == "sidegate-routes20"), None)
+    if routes_bar is not None:  # kept under its old name too
+        result["bar"] = routes_bar
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")  # before printing: a closed stdout loses nothing
-    print_table(summary)
+    if summary:
+        print_table(summary)
+        for b in result["bars"]:
+            print(f"  bar: {b['text']}")
     for mb in micro:
-        print(f"\nmicrobench ({mb['policy']}; {mb['path']} → {mb['route']}), mean µs/request:")
+        print(f"\nmicrobench {mb['variant']} ({mb['policy']}; {mb['path']} → {mb['route']}), mean µs/request:")
         for h in mb["wall_us"]:
             print(f"  {h:<22} wall {mb['wall_us'][h]:7.1f}   recorded {mb['checkpoint_us_mean'][h]:7.1f}")
         print(f"  {'total':<22} wall {mb['wall_total_us']:7.1f}   recorded {mb['checkpoint_us_total']:7.1f}")
+    for t in micro_throttle:
+        print(
+            f"\nthrottle decision, {t['store']} store, {t['tiers']} tiers, {t['iterations']} sequential calls: "
+            f"mean {t['mean_us']:.2f} µs, p50 {t['p50_us']:.2f}, p99 {t['p99_us']:.2f}, "
+            f"CPU {t.get('client_cpu_us')} µs/call"
+            + (f" (+ redis-server {t['server_cpu_us']})" if "server_cpu_us" in t else "")
+            + (f"; PING round trip p50 {t['ping']['p50_us']:.2f} µs" if "ping" in t else "")
+            + (f"; {t['store_errors']} store errors" if t.get("store_errors") else "")
+        )
+    for mem in memory:
+        print(f"\nmemory, {mem['kind']}: {mem['verdict']}")
+        print("  " + ", ".join(f"{x['keys'] // 1000}k {x['rss_mb']:.1f}" for x in mem["samples"]) + " (MB)")
     if failures:
         print(f"\nbench: {len(failures)} measurement(s) failed; see {args.output}", file=sys.stderr)
     print(f"\nbench: results written to {args.output}\n")
