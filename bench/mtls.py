@@ -6,7 +6,7 @@ proxies present the same server certificate (a development PKI made with ``addon
 temporary folder) in reverse mode in front of ``bench/backend.py``; only sidegate asks for and
 verifies a client certificate.
 
-    .venv/bin/python bench/mtls.py                 # 5 rounds x 4 modes x 2 proxies x 5 s, 8+ min
+    .venv/bin/python bench/mtls.py                 # 5 rounds x 4 modes x 2 proxies x 5 s: 10-13 min here
     .venv/bin/python bench/mtls.py --quick         # 2 rounds x 3 s, about 2 min
     .venv/bin/python bench/mtls.py --tls 1.2 --rounds 4 --duration 10
 
@@ -920,7 +920,7 @@ def bench(args: argparse.Namespace) -> int:
         result["summary"] = summary
         result["bar_met"] = all(row["bar_met"] for row in summary.values())
         failed = any(m["problems"] for m in measurements)
-    except Exception as e:
+    except (Exception, KeyboardInterrupt) as e:  # Ctrl-C and SIGTERM too: recorded, children stopped below
         failed = True
         result["error"] = f"{type(e).__name__}: {e}"
         print(f"mtls bench: {result['error']}", file=sys.stderr)
