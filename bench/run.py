@@ -212,15 +212,15 @@ VARIANT_LIST = (
     Variant(
         "sidegate-throttle-redis",
         "the same three tiers with store: redis://127.0.0.1:PORT/0 (a redis-server started by the script, "
-        "--save '' --appendonly no); one Lua script call per request",
+        "--save '' --appendonly no), default store_timeout; one Lua script call per request",
         {"api.yaml": ROUTES_20, "throttle.yaml": throttle_policy(REDIS_URL)},
         redis=True,
         bar=("sidegate-empty", 0.85),
     ),
     Variant(
         "sidegate-throttle-redis-t1s",
-        "sidegate-throttle-redis with store_timeout: 1s instead of the default 50 ms: under load the "
-        "default is exceeded by event-loop queueing and requests pass undecided (on_store_error: allow)",
+        "sidegate-throttle-redis with store_timeout: 1s instead of the default (50 ms before commit e9ba526, "
+        "250 ms since): under load 50 ms was exceeded by event-loop queueing and requests passed undecided",
         {"api.yaml": ROUTES_20, "throttle.yaml": throttle_policy(REDIS_URL, "store_timeout: 1s\n")},
         redis=True,
         bar=("sidegate-empty", 0.85),

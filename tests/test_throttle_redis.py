@@ -169,3 +169,18 @@ async def test_slow_redis_times_out_into_the_fallback(make_gateway, backend, red
         client.close()
     assert f.response.status_code == 200
     assert throttle_entry(f)["detail"]["store"] == "local" and elapsed < 1.0  # 200 ms store_timeout, not 1.5 s
+
+
+async def test_store_stays_degraded_while_the_breaker_skips_redis():
+    from addons.throttle.buckets import BucketSpec
+    from addons.throttle.redis_store import RedisStore, StoreUnavailable
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.1, retry_interval=5.0)
+    spec = [BucketSpec("k", "route", 1.0, 1)]
+    with pytest.raises(StoreUnavailable):
+        await store.acquire(spec)
+    store.degraded = False  # e.g. a call that started before the breaker opened came back fine
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        await store.acquire(spec)
+    assert store.degraded is True  # skipping Redis is still a degraded state
+    await store.close()

@@ -100,6 +100,7 @@ class RedisStore:
 
     async def acquire(self, specs: list[BucketSpec]) -> Decision:
         if time.monotonic() < self._open_until:
+            self.degraded = True  # skipped while the breaker is open: still degraded
             raise StoreUnavailable("circuit open")
         self._ensure()
         keys = [self._prefix + s.key for s in specs]
@@ -115,7 +116,9 @@ class RedisStore:
                 log.warning("sidegate: throttle store %s unavailable (%s); on_store_error applies", self.url_safe, e)
             self.degraded = True
             raise StoreUnavailable(str(e)) from None
-        if self.degraded:
+        # A call that started before the breaker opened may still succeed; only a call made with
+        # the breaker closed says Redis is back.
+        if self.degraded and time.monotonic() >= self._open_until:
             log.warning("sidegate: throttle store %s is back", self.url_safe)
             self.degraded = False
         values = [float(v) for v in raw]
@@ -133,6 +136,7 @@ class RedisStore:
     async def call(self, *command: Any) -> Any:
         """One Redis command under the same timeout and circuit breaker as the buckets."""
         if time.monotonic() < self._open_until:
+            self.degraded = True  # skipped while the breaker is open: still degraded
             raise StoreUnavailable("circuit open")
         client = self._ensure()
         try:
