@@ -108,10 +108,10 @@ class Throttle:
 
     def finish(self, ex: Exchange, decision: Decision, store: str | None = None) -> Reject | Flag | None:
         ex.details[self.name] = {"store": store or self._store.name, "tiers": [_trace(r) for r in decision.results]}
-        headers = _ratelimit_headers(decision) if self._headers else ()
         refused = decision.refused_by
         if refused is not None:
             retry = max(1, math.ceil(decision.retry_after))
+            headers = _ratelimit_headers(decision) if self._headers else ()
             return Reject(
                 "THROTTLED",
                 reason="rate_limited",
@@ -119,8 +119,9 @@ class Throttle:
                 source=self.source,
                 headers=(("retry-after", str(retry)), *headers),
             )
-        if self._headers_on_success and headers:
-            ex.vars[RATELIMIT_VAR] = headers
+        if self._headers_on_success and self._headers:
+            # computed only where they are sent: most admitted requests carry none
+            ex.vars[RATELIMIT_VAR] = _ratelimit_headers(decision)
         would = next((r for r in decision.results if not r.spec.enforced and not r.allowed), None)
         if would is not None:
             return Flag("rate_limited", rule=f"throttle/{would.spec.tier}", report_only=True)
