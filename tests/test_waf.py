@@ -638,3 +638,27 @@ async def test_gateway_forwards_allowed_requests_whole(make_gateway, backend):
     f = await drive(gate, gw_flow("/upload", "POST", big))
     assert f.response is None or f.response.status_code != 403
     assert f.request.content == big  # nothing beyond the inspection limit is cut
+
+
+RELOAD_ACL = """
+    kind: WebAcl
+    rules:
+      - {id: reload-rate, priority: 1, action: block, statement: {rate_based: {limit: 3, window: 1m}}}
+"""
+
+
+async def test_memory_rate_counters_survive_a_policy_reload(make_gateway, backend, tmp_path):
+    import textwrap
+
+    _, gate = make_gateway({"waf.yaml": RELOAD_ACL}, upstream=backend.url)
+    codes = [(await drive(gate, gw_flow("/items"))).response.status_code for _ in range(2)]
+    edited = textwrap.dedent(RELOAD_ACL).lstrip() + "name: edited\n"
+    (tmp_path / "policies" / "waf.yaml").write_text(edited)
+    assert gate.reload()
+    flows = [await drive(gate, gw_flow("/items")) for _ in range(2)]
+    assert codes + [f.response.status_code for f in flows] == [200, 200, 200, 403]  # 4 requests, limit 3
+    entry = next(e for e in flows[-1].metadata["sidegate"]["trace"] if e["plugin"] == "waf")
+    assert entry["detail"]["acl"] == "edited"  # the new set decided, with the old counts
+    [rate] = entry["detail"]["rate"]
+    assert (rate["rule"], rate["store"], rate["limit"]) == ("reload-rate", "memory", 3)
+    assert rate["count"] == pytest.approx(4, abs=0.05)

@@ -146,6 +146,19 @@ class RedisStore:
             self.degraded = True
             raise StoreUnavailable(str(e)) from None
 
+    async def run_script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """One Lua script (EVALSHA, loaded on first use) under the same timeout and circuit breaker."""
+        if time.monotonic() < self._open_until:
+            self.degraded = True  # skipped while the breaker is open: still degraded
+            raise StoreUnavailable("circuit open")
+        client = self._ensure()
+        try:
+            return await asyncio.wait_for(client.register_script(script)(keys=keys, args=args), self._timeout * 2)
+        except (RedisError, OSError, TimeoutError) as e:
+            self._open_until = time.monotonic() + self._retry_interval
+            self.degraded = True
+            raise StoreUnavailable(str(e)) from None
+
     async def peek(self, key: str) -> tuple[float, float] | None:
         client = self._ensure()
         state = await client.hmget(self._prefix + key, "tokens", "ts")

@@ -5,6 +5,10 @@ on; the first ``allow`` or ``block`` ends it; otherwise the default action appli
 look at the request line and headers run as soon as the headers are in; evaluation pauses at the
 first rule that needs the body and resumes when the body is in, so the order is never changed.
 
+Rate rules count the request once their scope-down matched. In memory that happens in line; with a
+shared store (Redis) ``run`` pauses at the rule (``State.pending``) and ``arun`` awaits the count,
+then goes on. An ACL without Redis-backed rate rules never awaits anything.
+
 Speed (DESIGN.md section 6): consecutive rules whose statements need a bank pattern to match (see
 ``statements``) form a block. For a block, the engine runs its banks (one RE2 search per bank in
 the common case), and evaluates only the rules whose patterns found something: a thousand regex
@@ -23,7 +27,7 @@ from addons.waf import managed
 from addons.waf.fields import FieldSpec, Pipes, RequestView, compile_field
 from addons.waf.ipsets import IpSet
 from addons.waf.models import Action, BlockResponse, FieldToMatch, Statement, WafRule, WebAclPolicy
-from addons.waf.rate import MemoryRateStore, RateLeaf, RateStore
+from addons.waf.rate import RateHit, RateLeaf, RateStore, SharedRate, memory_rate_store
 from addons.waf.statements import (
     And,
     BankRegistry,
@@ -99,15 +103,29 @@ class State:
     default: str | None = None  # the default action applied, if evaluation reached the end
     done: bool = False
     evaluated: int = 0
+    pending: tuple[CompiledRule, str, RateHit] | None = None  # a rate rule awaiting its shared count
+    rates: list[dict[str, Any]] | None = None  # each counted rate rule: store, count, limit, fallback
+
+    def rate_trace(self) -> list[dict[str, Any]]:
+        if self.rates is None:
+            self.rates = []
+        return self.rates
 
 
 class Compiler:
-    def __init__(self, policy: WebAclPolicy, rate_store: RateStore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: WebAclPolicy,
+        rate_store: RateStore | None,
+        clock: Callable[[], float],
+        shared: SharedRate | None = None,
+    ) -> None:
         self.policy = policy
         self.pipes = Pipes()
         self.banks = BankRegistry(self.pipes)
         self.rate_store = rate_store
         self.clock = clock
+        self.shared = shared
         self._ipsets = {name: IpSet(nets) for name, nets in policy.ip_sets.items()}
         self._fields: dict[int, tuple[FieldSpec, ...]] = {}
 
@@ -144,7 +162,8 @@ class Compiler:
         if st.rate_based is not None:
             rb = st.rate_based
             scope = self.node(rb.scope_down, rule_id) if rb.scope_down is not None else None
-            return RateLeaf(rule_id, rb, scope, self.rate_store, self.clock)
+            store = self.rate_store or memory_rate_store(rule_id, fallback=self.shared is not None)
+            return RateLeaf(rule_id, rb, scope, store, self.clock, self.shared)
         if st.and_ is not None:
             return And([self.node(c, rule_id) for c in st.and_])
         if st.or_ is not None:
@@ -171,14 +190,17 @@ class WebAcl:
         rule_source: Callable[[int], str],
         rate_store: RateStore | None = None,
         clock: Callable[[], float] | None = None,
+        shared: SharedRate | None = None,
     ) -> None:
+        """``rate_store``: one store for every rate rule (tests); by default each rule keeps its own
+        for the life of the process. ``shared``: rate rules count in Redis (use ``arun``)."""
         self.policy = policy
         self.name = policy.name
         self.body_limit = policy.body_inspection_limit
         self.default_action = policy.default_action
         self.bodies = {k: (v.content_type, v.content.encode()) for k, v in policy.custom_response_bodies.items()}
-        self.rate_store = rate_store or MemoryRateStore()
-        compiler = Compiler(policy, self.rate_store, clock or time.monotonic)
+        self.shared = shared
+        compiler = Compiler(policy, rate_store, clock or time.monotonic, shared)
         rules: list[CompiledRule] = []
         for i, rule in enumerate(policy.rules):
             source = rule_source(i)
@@ -338,8 +360,20 @@ class WebAcl:
                     found.update(rules)
         return [block.rules[i] for i in sorted(found)]
 
+    async def arun(self, state: State, overrides: dict[str, Override], *, body: bool) -> None:
+        """``run``, awaiting the shared store wherever a rate rule needs its count."""
+        self.run(state, overrides, body=body)
+        while state.pending is not None:
+            rule, action, pending = state.pending
+            state.pending = None
+            hit = await pending.settle(state.rate_trace())
+            state.step += 1  # a rate rule is a step of its own (it has no pattern requirement)
+            if hit is not None and self._matched(state, rule, action, hit):
+                return
+            self.run(state, overrides, body=body)
+
     def _rule(self, state: State, rule: CompiledRule, overrides: dict[str, Override]) -> bool:
-        """Evaluate one rule; True when it ends the evaluation."""
+        """Evaluate one rule; True when it ends the evaluation (or pauses it for a shared count)."""
         ctx = state.ctx
         o = overrides.get(rule.id) if overrides else None
         state.evaluated += 1
@@ -364,6 +398,20 @@ class WebAcl:
                 action = "count"
         if hit is None:
             return False
+        if type(hit) is RateHit:  # a rate rule's scope-down matched: count the request
+            if hit.shared:
+                state.pending = (rule, action, hit)
+                return True
+            counted = hit.count(state.rate_trace())
+            if counted is None:
+                return False
+            hit = counted
+        return self._matched(state, rule, action, hit)
+
+    @staticmethod
+    def _matched(state: State, rule: CompiledRule, action: str, hit: Hit) -> bool:
+        """Record a match; True when its action ends the evaluation."""
+        ctx = state.ctx
         for label in rule.labels:
             ctx.add_label(label)
         terminating = action in ("allow", "block") and rule.enforced

@@ -3,7 +3,9 @@
 A web ACL is a list of rules in priority order. A rule is either a statement with an action
 (``allow``, ``block`` with an optional custom response, ``count``) and labels, or a reference to
 one of the managed rule groups shipped in ``addons/waf/managed/``. Regexes are RE2 (linear time);
-a pattern RE2 cannot compile is a load error with ``file:line:column``.
+a pattern RE2 cannot compile is a load error with ``file:line:column``. ``rate_based`` counters live
+in memory or, with the Throttle's store settings (``store``, ``password``, ``store_timeout``,
+``on_store_error``, ``replicas``), in Redis, shared by replicas.
 
 ```yaml
 kind: WebAcl
@@ -32,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from addons.policy.types import Mode, PolicyModel, Regex, Size
+from addons.policy.types import Duration, Mode, PolicyModel, Regex, Secret, Size
 from addons.routing import parse_route_key
 
 # Small field types of our own rather than addons.policy.models's, so that module can import this
@@ -287,6 +289,14 @@ def _agg_key(value: str) -> str:
     return value
 
 
+def _store_url(value: str) -> str:
+    # the Throttle's own check (same URLs, same refusal of passwords in URLs); imported here
+    # because addons.policy.models imports this module to register the kind
+    from addons.policy.models import _store_url as throttle_store_url
+
+    return throttle_store_url(value)
+
+
 def _window(value: Any) -> Any:
     from addons.policy.types import parse_duration
 
@@ -507,6 +517,24 @@ class WebAclPolicy(PolicyModel):
     ip_sets: dict[str, Annotated[list[IpNet], Field(min_length=1, max_length=100_000)]] = Field(default_factory=dict)
     rules: list[WafRule] = Field(default_factory=list)
     exclusions: list[Exclusion] = Field(default_factory=list)
+    # Where rate_based counters live: the same settings, with the same meaning, as kind: Throttle's.
+    store: Annotated[str, AfterValidator(_store_url)] = Field(
+        default="memory",
+        description="rate_based counters: memory (this process) or redis://host:port/db, rediss:// for TLS "
+        "(shared by every replica using the same Redis).",
+    )
+    password: Secret | None = Field(default=None, description="The Redis password, as {secret_env} or {secret_file}.")
+    store_timeout: Annotated[Duration, Field(ge=0.001, le=5)] = Field(
+        default=0.25, description="Longest wait for Redis on one request before on_store_error applies."
+    )
+    on_store_error: Literal["allow", "deny", "local"] = Field(
+        default="allow",
+        description="When Redis is away, a rate_based rule: allow (does not match), deny (matches: its action "
+        "applies), or local (per-instance counters at limit/replicas).",
+    )
+    replicas: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=1, description="Sidecars sharing the Redis store: on_store_error local divides each limit by it."
+    )
 
     @field_validator("default_action")
     @classmethod
