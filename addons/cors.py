@@ -30,10 +30,13 @@ ACEH = "access-control-expose-headers"
 ACMA = "access-control-max-age"
 ACAPN = "access-control-allow-private-network"
 OWNED = (ACAO, ACAC, ACAM, ACAH, ACEH, ACMA, ACAPN)
+_OWNED_BYTES = frozenset(name.encode() for name in OWNED)
 # Fetch: Authorization is never covered by a wildcard in Access-Control-Allow-Headers.
 NON_WILDCARD_HEADERS = frozenset({"authorization"})
 PREFLIGHT_VARY = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
 PREFLIGHT_MARK = "cors_preflight"
+VERDICT_CACHE_SIZE = 4096  # (route, origin) pairs remembered; the memory starts over when full
+_Verdict = tuple[bool, tuple[str, ...], tuple[tuple[bytes, bytes], ...]]  # allowed, vary names, headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,25 +136,52 @@ def compile_settings(base: CorsPolicy, override: CorsSettings | None = None) -> 
     )
 
 
-def merge_vary(headers: http.Headers, *names: str) -> None:
-    """Add names to Vary without replacing what is there (``Vary: Accept`` stays)."""
-    existing = [v.strip() for value in headers.get_all("vary") for v in value.split(",") if v.strip()]
-    if "*" in existing:
-        return
-    lower = {v.lower() for v in existing}
-    added = [n for n in names if n.lower() not in lower]
-    if added:
-        headers["vary"] = ", ".join(existing + added)
+def rebuild_headers(
+    headers: http.Headers, vary: tuple[str, ...], add: tuple[tuple[bytes, bytes], ...] = (), *, strip: bool = True
+) -> None:
+    """Own the CORS headers of an answer in one pass over its fields (one rebuild, not one per name).
+
+    Drops every ``Access-Control-Allow-*``/``-Expose``/``-Max-Age`` header already there (the
+    backend's CORS headers never reach the client), merges ``vary`` names into ``Vary`` without
+    replacing what is there (``Vary: Accept`` stays; ``Vary: *`` is left alone), and appends ``add``.
+    ``strip=False`` keeps the CORS headers (the gateway's own preflight answer).
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    existing: list[str] = []
+    vary_at = -1
+    for field in headers.fields:
+        name = field[0].lower()
+        if strip and name in _OWNED_BYTES:
+            continue
+        if name == b"vary":
+            if vary_at < 0:
+                vary_at = len(kept)
+                kept.append(field)  # replaced below by the merged value
+            existing.extend(v.strip() for v in field[1].decode("latin-1").split(",") if v.strip())
+            continue
+        kept.append(field)
+    if vary and "*" not in existing:
+        lower = {v.lower() for v in existing}
+        merged = existing + [n for n in vary if n.lower() not in lower]
+        value = (b"vary", ", ".join(merged).encode("latin-1"))
+        if vary_at < 0:
+            kept.append(value)
+        else:
+            kept[vary_at] = value
+    kept.extend(add)
+    headers.fields = tuple(kept)
 
 
 class Cors:
     name = "cors"
+    method_request_only_for = frozenset({"OPTIONS"})  # only preflights need the request side
 
     def __init__(self, policy: CorsPolicy, source: str, *, enforced: bool) -> None:
         self.source = source
         self.enforced = enforced
         self._base = compile_settings(policy)
         self._routes = {key: compile_settings(policy, override) for key, override in policy.routes.items()}
+        self._verdicts: dict[tuple[str | None, str | None], _Verdict] = {}
 
     def _settings(self, route_key: str | None) -> CompiledCors:
         return self._routes.get(route_key, self._base) if route_key is not None else self._base
@@ -218,32 +248,43 @@ class Cors:
         if response is None:
             return None
         if ex.vars.get(PREFLIGHT_MARK):
-            # The preflight answer carries its own headers; a refused one gets none of them.
             if ex.answered_by is None:
-                for name in OWNED:
-                    response.headers.pop(name, None)
-            merge_vary(response.headers, *PREFLIGHT_VARY)
+                # A refused preflight gets none of the CORS headers; an answered one keeps its own.
+                rebuild_headers(response.headers, PREFLIGHT_VARY)
+            else:
+                rebuild_headers(response.headers, PREFLIGHT_VARY, strip=False)
             return None
-        for name in OWNED:  # one owner: the backend's CORS headers never reach the client
-            response.headers.pop(name, None)
         route = ex.route
-        settings = self._settings(route.key if route else None)
-        if not settings.origin_independent:
-            merge_vary(response.headers, "Origin")
+        route_key = route.key if route else None
         origin = ex.request.headers.get("origin")
+        verdict = self._verdicts.get((route_key, origin))
+        if verdict is None:
+            verdict = self._verdict(route_key, origin)
+        allowed, vary, decoration = verdict
+        rebuild_headers(response.headers, vary, decoration)
+        return None if allowed else Flag("cors_origin_denied")
+
+    def _verdict(self, route_key: str | None, origin: str | None) -> _Verdict:
+        """Whether an origin is allowed on a route and the headers that says, remembered per pair
+        (browsers send a handful of distinct origins; the memory is bounded all the same)."""
+        settings = self._settings(route_key)
+        vary = () if settings.origin_independent else ("Origin",)
         if origin is None:
-            return None
-        if settings.origin_allowed(origin):
-            self._decorate(response, settings, origin)
-            return None
-        if not self.enforced:
-            self._decorate(response, settings, origin)  # report mode: as if allowed
-        return Flag("cors_origin_denied")
+            verdict: _Verdict = (True, vary, ())
+        else:
+            allowed = settings.origin_allowed(origin)
+            decorated = allowed or not self.enforced  # report mode: decorated as if allowed
+            verdict = (allowed, vary, self._decoration(settings, origin) if decorated else ())
+        if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+            self._verdicts.clear()
+        self._verdicts[(route_key, origin)] = verdict
+        return verdict
 
     @staticmethod
-    def _decorate(response: http.Response, s: CompiledCors, origin: str) -> None:
-        response.headers[ACAO] = s.allow_origin_value(origin)
+    def _decoration(s: CompiledCors, origin: str) -> tuple[tuple[bytes, bytes], ...]:
+        headers = [(ACAO, s.allow_origin_value(origin))]
         if s.credentials:
-            response.headers[ACAC] = "true"
+            headers.append((ACAC, "true"))
         if s.expose_value:
-            response.headers[ACEH] = s.expose_value
+            headers.append((ACEH, s.expose_value))
+        return tuple((name.encode(), value.encode("utf-8", "surrogateescape")) for name, value in headers)

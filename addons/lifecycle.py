@@ -77,6 +77,8 @@ async def run_plugins(
     for slot in slots:
         if guard and ex.decided:
             return
+        if slot.only_for is not None and ex.request.method not in slot.only_for:
+            continue
         start = time.perf_counter_ns()
         try:
             result = slot.method(ex)

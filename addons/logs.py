@@ -6,24 +6,27 @@ line is written: secrets never reach logs even if a plugin puts one in an event 
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-EventDict = MutableMapping[str, Any]
-
 
 class AccessLog:
     def __init__(self) -> None:
-        self._secrets: tuple[str, ...] = ()
+        self._secrets: tuple[str, ...] = ()  # each secret as it would appear in a rendered line
         self._file: TextIO | None = None
         self._logger: Any = None
         self.open("-")
 
     def set_secrets(self, values: tuple[str, ...]) -> None:
-        self._secrets = tuple(v for v in values if v)
+        forms = set()
+        for value in values:
+            if value:
+                forms.add(value)
+                forms.add(json.dumps(value)[1:-1])  # escaped the way the JSON renderer writes it
+        self._secrets = tuple(sorted(forms, key=len, reverse=True))
 
     def open(self, target: str) -> None:
         self.close()
@@ -35,8 +38,8 @@ class AccessLog:
             structlog.WriteLogger(stream),
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-                self._redact,
                 structlog.processors.JSONRenderer(sort_keys=False),
+                self._redact,
             ],
             cache_logger_on_first_use=True,
         )
@@ -46,23 +49,13 @@ class AccessLog:
             self._file.close()
             self._file = None
 
-    def _redact(self, logger: object, method: str, event: EventDict) -> EventDict:
-        if not self._secrets:
-            return event
-        return {k: _scrub(v, self._secrets) for k, v in event.items()}
+    def _redact(self, logger: object, method: str, rendered: Any) -> str:
+        """Runs on the rendered line: one substring search per secret, whatever the event holds."""
+        line: str = rendered
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, "[redacted]")
+        return line
 
     def write(self, **fields: Any) -> None:
         self._logger.info("request", **fields)
-
-
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            if s in value:
-                value = value.replace(s, "[redacted]")
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    return value

@@ -20,17 +20,25 @@ class OriginVerify:
     name = "origin_verify"
 
     def __init__(self, policy: OriginVerifyPolicy, source: str) -> None:
-        self._header = policy.header
+        self._header = policy.header.lower().encode()
         self._secrets = tuple(s.reveal().encode() for s in policy.secrets)  # current, then previous
         self._exempt = frozenset(policy.exempt_routes)
         self._allow_preflight = policy.allow_preflight
         self.source = source
 
     def method_request(self, ex: Exchange) -> Reject | None:
+        # One pass over the raw fields: the sent values (bytes, as received) and the header removed,
+        # so that it is never forwarded upstream and never recorded.
         headers = ex.request.headers
-        sent = [v.encode("utf-8", "surrogateescape") for v in headers.get_all(self._header)]
+        sent: list[bytes] = []
+        kept: list[tuple[bytes, bytes]] = []
+        for field in headers.fields:
+            if field[0].lower() == self._header:
+                sent.append(field[1])
+            else:
+                kept.append(field)
         if sent:
-            del headers[self._header]  # never forwarded upstream, never recorded
+            headers.fields = tuple(kept)
         # Compare against every accepted secret without short-circuiting: constant time in which
         # secret matched (or whether any did). A repeated header is refused, not guessed at.
         ok = False

@@ -54,6 +54,9 @@ class PluginSlot:
     enforced: bool  # False: report-only (record, count, log; never act)
     source: str  # "policies/api.yaml:1"
     fail_open: bool = False  # an internal error lets the request pass (chosen by the concern's policy)
+    # The plugin runs at this checkpoint only for these request methods (``<method>_only_for``
+    # on the plugin, e.g. CORS preflights); other requests skip it without a trace entry.
+    only_for: frozenset[str] | None = None
 
 
 def slots_for(plugin: object, *, enforced: bool, source: str) -> dict[str, PluginSlot]:
@@ -64,8 +67,15 @@ def slots_for(plugin: object, *, enforced: bool, source: str) -> dict[str, Plugi
     for method_name in CHECKPOINT_METHODS:
         method = getattr(plugin, method_name, None)
         if callable(method):
+            only_for = getattr(plugin, f"{method_name}_only_for", None)
             out[method_name] = PluginSlot(
-                name, method, inspect.iscoroutinefunction(method), enforced, source, fail_open
+                name,
+                method,
+                inspect.iscoroutinefunction(method),
+                enforced,
+                source,
+                fail_open,
+                frozenset(only_for) if only_for is not None else None,
             )
     return out
 

@@ -77,3 +77,16 @@ class RejectPath:
 class NotAPlugin:
     def __init__(self, config: Mapping[str, Any]) -> None:
         pass
+
+
+class DeleteOnly:
+    """Runs at the method request only for DELETE requests (``method_request_only_for``)."""
+
+    name = "delete_only"
+    method_request_only_for = ("DELETE",)
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def method_request(self, ex: Exchange) -> Reject | None:
+        return Reject("ACCESS_DENIED", reason="delete_refused", rule="test/delete-only")

@@ -304,3 +304,22 @@ async def test_plain_options_request_is_routed_normally(make_gateway, backend):
     _, gate = make_gateway({"api.yaml": API + "      OPTIONS /books: {}\n", "cors.yaml": CORS}, upstream=backend.url)
     f = await drive(gate, req("OPTIONS", "/books"))
     assert f.response.status_code == 200 and backend.seen[-1]["method"] == "OPTIONS"
+
+
+async def test_remembered_verdicts_stay_per_route_and_origin_and_bounded(make_gateway, backend, monkeypatch):
+    import addons.cors
+
+    monkeypatch.setattr(addons.cors, "VERDICT_CACHE_SIZE", 4)
+    _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
+    for _ in range(2):  # the second round is answered from what the first remembered
+        ok = await drive(gate, req("GET", "/books", origin="https://app.example.com"))
+        assert ok.response.headers["access-control-allow-origin"] == "https://app.example.com"
+        private = await drive(gate, req("GET", "/private", origin="https://app.example.com"))
+        assert "access-control-allow-origin" not in private.response.headers  # same origin, other route
+        assert private.metadata["sidegate"]["flags"][0]["reason"] == "cors_origin_denied"
+        other = await drive(gate, req("GET", "/books", origin="https://b.preview.example.com"))
+        assert other.response.headers["access-control-allow-origin"] == "https://b.preview.example.com"
+    cors = next(s.method.__self__ for s in gate.policy.plugins["method_response"] if s.name == "cors")
+    for i in range(10):
+        await drive(gate, req("GET", "/books", origin=f"https://x{i}.preview.example.com"))
+        assert len(cors._verdicts) <= 4

@@ -235,3 +235,16 @@ async def test_replayed_flow_is_decided_again_with_the_current_policy(make_gatew
     assert meta["request_id"] != first_id and meta["outcome"] == "allowed" and meta["route"] == "GET /authors"
     assert f.comment == "sidegate: GET /authors -> 200"
     assert f.marked == ""
+
+
+async def test_plugin_runs_only_for_the_methods_it_names(make_gateway, backend):
+    api = API.replace("GET /books/{id}: {}", "ANY /books/{id}: {}")
+    _, gate = make_gateway(
+        {"api.yaml": api, "only.yaml": "kind: Plugin\nuse: sample_plugins:DeleteOnly\n"}, upstream=backend.url
+    )
+    skipped = await drive(gate, flow("/books/1", method="GET"))
+    assert skipped.response.status_code == 200
+    assert "delete_only" not in {e["plugin"] for e in skipped.metadata["sidegate"]["trace"]}
+    refused = await drive(gate, flow("/books/1", method="DELETE"))
+    assert refused.response.status_code == 403
+    assert refused.metadata["sidegate"]["rejected_by"] == "delete_only"

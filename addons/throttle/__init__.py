@@ -55,6 +55,7 @@ class Throttle:
         if policy.stage is not None:
             self._common.append(tier("stage", policy.stage))
         self._routes = {key: tier("route", limit) for key, limit in policy.routes.items()}
+        self._by_route: dict[str, tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...]] = {}
 
     @property
     def store(self) -> MemoryStore:
@@ -75,14 +76,25 @@ class Throttle:
         # Hashed: keys are stored and traced, and client values (tokens in headers) stay private.
         return hashlib.sha256("\x00".join(values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
+    def _route_tiers(self, route_key: str) -> tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...]:
+        """Account, stage and route tiers for a route, built once: a tier without a client key is a
+        ready ``BucketSpec``; a keyed one is ``(key prefix, tier, limit, enforced)``."""
+        tiers = self._by_route.get(route_key)
+        if tiers is None:
+            raw = [(f"{self.prefix}:{name}", name, limit, on) for name, limit, on in self._common]
+            if route_key in self._routes:
+                _, limit, on = self._routes[route_key]
+                raw.append((f"{self.prefix}:route:{route_key}", "route", limit, on))
+            tiers = self._by_route[route_key] = tuple(
+                t if t[2].key else BucketSpec(t[0], t[1], t[2].rate, t[2].burst, t[3]) for t in raw
+            )
+        return tiers
+
     def specs(self, ex: Exchange) -> list[BucketSpec]:
         """The buckets a request needs a token from: account, stage, route, then the key's plan."""
         route = ex.route
         route_key = route.key if route is not None else ""
-        tiers = [(f"{self.prefix}:{name}", name, limit, on) for name, limit, on in self._common]
-        if route_key in self._routes:
-            _, limit, on = self._routes[route_key]
-            tiers.append((f"{self.prefix}:route:{route_key}", "route", limit, on))
+        tiers: list[BucketSpec | tuple[str, str, RateLimit, bool]] = list(self._route_tiers(route_key))
         match: KeyMatch | None = ex.vars.get(KEY_VAR)
         if match is not None:
             # keyed by key id (never the key): usage plans throttle per API key
@@ -94,7 +106,11 @@ class Throttle:
                 limit = match.plan.routes[route_key]
                 tiers.append((f"{base}:route:{route_key}", "plan_route", limit, _enforced(limit, on)))
         out = []
-        for key, name, limit, enforced in tiers:
+        for tier in tiers:
+            if isinstance(tier, BucketSpec):
+                out.append(tier)
+                continue
+            key, name, limit, enforced = tier
             if limit.key:
                 key += ":" + self._client_key(ex, limit.key)
             out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced))

@@ -66,17 +66,23 @@ def decide(
     specs: list[BucketSpec], states: list[tuple[float, float] | None], now: float
 ) -> tuple[Decision, list[float]]:
     """Pure decision over all tiers: (decision, tokens to store per bucket)."""
-    current = [
-        float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
-        for spec, state in zip(specs, states, strict=True)
-    ]
-    admitted = all(tokens >= 1.0 for spec, tokens in zip(specs, current, strict=True) if spec.enforced)
-    after = [tokens - 1.0 if admitted and tokens >= 1.0 else tokens for tokens in current]
-    results = tuple(
-        BucketResult(spec, before, left, before >= 1.0, wait_for_token(before, spec.rate))
-        for spec, before, left in zip(specs, current, after, strict=True)
-    )
-    return Decision(admitted, results), after
+    current: list[float] = []
+    admitted = True
+    for spec, state in zip(specs, states, strict=True):
+        tokens = float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
+        current.append(tokens)
+        if tokens < 1.0 and spec.enforced:
+            admitted = False
+    after: list[float] = []
+    results: list[BucketResult] = []
+    for spec, before in zip(specs, current, strict=False):
+        if before >= 1.0:
+            after.append(before - 1.0 if admitted else before)
+            results.append(BucketResult(spec, before, after[-1], True, 0.0))
+        else:
+            after.append(before)
+            results.append(BucketResult(spec, before, before, False, wait_for_token(before, spec.rate)))
+    return Decision(admitted, tuple(results)), after
 
 
 class MemoryStore:
