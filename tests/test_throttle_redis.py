@@ -184,3 +184,58 @@ async def test_store_stays_degraded_while_the_breaker_skips_redis():
         await store.acquire(spec)
     assert store.degraded is True  # skipping Redis is still a degraded state
     await store.close()
+
+
+def evalsha_calls(server):
+    import redis
+
+    client = redis.Redis(port=server.port)
+    try:
+        return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    finally:
+        client.close()
+
+
+async def test_requests_arriving_together_share_one_round_trip_and_stay_exact(redis_server):
+    from addons.throttle.buckets import BucketSpec
+    from addons.throttle.redis_store import RedisStore
+
+    store = RedisStore(redis_server.url, timeout=0.5)
+    specs = [BucketSpec("acct", "account", 0.001, 1000), BucketSpec("route", "route", 0.001, 20)]
+    decisions = await asyncio.gather(*(store.acquire(specs) for _ in range(50)))
+    await store.close()
+    assert [d.admitted for d in decisions] == [True] * 20 + [False] * 30  # in arrival order, exactly the burst
+    # tokens seen by each request follow one another: 20, 19, ... 1, then 0 for every refused one
+    assert [d.results[1].tokens_before for d in decisions[:20]] == pytest.approx([20 - i for i in range(20)], abs=0.01)
+    assert all(d.results[1].tokens_before == pytest.approx(0, abs=0.01) for d in decisions[20:])
+    assert decisions[-1].results[0].tokens_before == pytest.approx(980, abs=0.1)  # refused requests took nothing
+    assert evalsha_calls(redis_server) < 50  # batched: the first alone, the rest together
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["tasks", "eager-tasks"])
+async def test_a_failed_batch_fails_each_waiting_request_and_the_next_batch_goes_through(redis_server, eager):
+    from addons.throttle.buckets import BucketSpec
+    from addons.throttle.redis_store import RedisStore, StoreUnavailable
+
+    if eager:  # as mitmproxy runs them: a batch that fails without waiting ends inside ensure_future
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+
+    store = RedisStore(redis_server.url, timeout=0.5, retry_interval=0.0)
+    specs = [BucketSpec("k", "route", 1.0, 100)]
+    await store.acquire(specs)
+    real = store._script
+
+    async def broken(**kwargs):
+        raise ValueError("unexpected")
+
+    store._script = broken
+    results = await asyncio.wait_for(
+        asyncio.gather(*(store.acquire(specs) for _ in range(5)), return_exceptions=True), 5
+    )
+    assert all(isinstance(r, StoreUnavailable) for r in results)  # nobody left waiting
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(store.acquire(specs), 2)  # a new flush starts after a finished one
+    store._script = real
+    decision = await store.acquire(specs)
+    assert decision.admitted
+    await store.close()
