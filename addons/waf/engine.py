@@ -197,6 +197,8 @@ class WebAcl:
         self.policy = policy
         self.name = policy.name
         self.body_limit = policy.body_inspection_limit
+        self.header_limit = policy.header_inspection_limit
+        self.cookie_limit = policy.cookie_inspection_limit
         self.default_action = policy.default_action
         self.bodies = {k: (v.content_type, v.content.encode()) for k, v in policy.custom_response_bodies.items()}
         self.shared = shared
@@ -324,6 +326,8 @@ class WebAcl:
     # -- evaluation -------------------------------------------------------------------------------
 
     def start(self, view: RequestView) -> State:
+        # this ACL's header and cookie limits (the body's is given when the view is built)
+        view.header_limit, view.cookie_limit = self.header_limit, self.cookie_limit
         return State(Ctx(view, time.monotonic()))
 
     def run(self, state: State, overrides: dict[str, Override], *, body: bool) -> None:

@@ -4,6 +4,11 @@ A ``RequestView`` wraps one request. Every component is parsed on first use and 
 arguments, cookies, the body as form, multipart or JSON), and so is every (fields, transformations)
 combination a statement asks for, so a hundred rules over the same headers decode them once.
 
+``all_headers`` and ``cookies`` inspect what lies within AWS WAF's limits (by default the first
+8 KB and at most 200 headers, or cookies); whether the request went beyond them is known to the statements,
+which apply the field's ``oversize`` (``continue``, ``match``, ``no_match``) as for the body. The
+request itself is always forwarded whole.
+
 Each inspected value carries a *location* (``header:user-agent``, ``query_arg:id``,
 ``json:/items/0/name``, ``path_segment:2``) used by traces and by per-field exclusions.
 """
@@ -13,18 +18,18 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 from addons.waf import transforms
-from addons.waf.models import FieldToMatch
+from addons.waf.models import DEFAULT_COOKIE_LIMIT, DEFAULT_HEADER_LIMIT, FieldToMatch
 
 BODY_KINDS = frozenset({"body", "form", "json_body", "body_values"})
 MAX_JSON_DEPTH = 64
 MAX_JSON_ITEMS = 10_000
-MAX_HEADERS = 200  # AWS WAF inspects the first 200 headers and cookies
+MAX_HEADERS = 200  # AWS WAF inspects the first 200 headers (all_headers) and 200 cookies (cookies)
 MAX_COOKIES = 200
 SEP = "\n"
 
@@ -70,7 +75,13 @@ def compile_field(f: FieldToMatch) -> FieldSpec:
     if kind == "all_query_args":
         return FieldSpec(kind, scope=opts.scope, exclude=frozenset(n.lower() for n in opts.exclude))
     if kind in ("all_headers", "cookies"):
-        return FieldSpec(kind, scope=opts.scope, include=frozenset(opts.include), exclude=frozenset(opts.exclude))
+        return FieldSpec(
+            kind,
+            scope=opts.scope,
+            include=frozenset(opts.include),
+            exclude=frozenset(opts.exclude),
+            oversize=opts.oversize,
+        )
     if kind == "json_body":
         return FieldSpec(
             kind,
@@ -88,6 +99,16 @@ def compile_field(f: FieldToMatch) -> FieldSpec:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
+
+
+def _parse_cookies(headers: Iterable[str]) -> list[tuple[str, str]]:
+    got = []
+    for header in headers:
+        for part in header.split(";"):
+            name, eq, value = part.strip().partition("=")
+            if name or eq:
+                got.append((name, value))
+    return got
 
 
 def _pointer_part(key: str) -> str:
@@ -108,6 +129,8 @@ class RequestView:
         *,
         body_limit: int,
         peer: str = "",
+        header_limit: int = DEFAULT_HEADER_LIMIT,
+        cookie_limit: int = DEFAULT_COOKIE_LIMIT,
     ) -> None:
         self.method = method
         path, _, query = target.partition(b"?")
@@ -116,6 +139,8 @@ class RequestView:
         self.header_fields = headers
         self.body = body
         self.body_limit = body_limit
+        self.header_limit = header_limit  # set by the ACL (WebAcl.start) before anything is inspected
+        self.cookie_limit = cookie_limit
         self.peer = peer
         self._memo: dict[Any, Any] = {}
         self._values: dict[FieldSpec, list[Value]] = {}
@@ -133,11 +158,53 @@ class RequestView:
     # -- parsed components ------------------------------------------------------------------------
 
     def headers(self) -> list[tuple[str, str]]:
+        """Every header field, (lower-case name, value) in order: what a single ``header`` field, the
+        forwarded-IP settings and rate keys read, wherever the header is. What we followed: the
+        reference (docs/reference/aws-apigateway.md, 8.3) gives the 8 KB / 200 limits for "headers"
+        (the all-headers component) and requires oversize handling for body, JSON body, headers and
+        cookies only, not for the single header (AWS's ``SingleHeader`` has no such setting); it does
+        not say in as many words that a single header is exempt, we read it so."""
         got: list[tuple[str, str]] | None = self._memo.get("headers")
         if got is None:
-            got = [(k.decode("latin-1").lower(), _text(v)) for k, v in self.header_fields[:MAX_HEADERS]]
+            got = [(k.decode("latin-1").lower(), _text(v)) for k, v in self.header_fields]
             self._memo["headers"] = got
         return got
+
+    def inspected_headers(self) -> tuple[list[tuple[str, str]], bool]:
+        """(the headers ``all_headers`` inspects, whether the header section is beyond the limits).
+
+        The limits are the first ``MAX_HEADERS`` fields and the first ``header_limit`` bytes, counted
+        as an HTTP/1 header block: ``name: value\\r\\n`` per field (name + value + 4 bytes), the request
+        line and the final empty line left out, every field (Cookie too) counting. The field the byte
+        limit cuts through is inspected up to the limit if its whole name lies within (a cut name
+        would not say which header it is, nor let exclusions and redaction recognise it)."""
+        got: tuple[list[tuple[str, str]], bool] | None = self._memo.get("inspected_headers")
+        if got is None:
+            got = self._memo["inspected_headers"] = self._limit_headers()
+        return got
+
+    def _limit_headers(self) -> tuple[list[tuple[str, str]], bool]:
+        every = self.headers()
+        budget = self.header_limit
+        fields = self.header_fields
+        count = min(len(fields), MAX_HEADERS)
+        for i in range(count):
+            name, value = fields[i]
+            cost = len(name) + len(value) + 4
+            if cost > budget:
+                inside = every[:i]
+                room = budget - len(name) - 2
+                if room >= 0:
+                    inside.append((every[i][0], _text(value[:room])))
+                return inside, True
+            budget -= cost
+        if count < len(fields):
+            return every[:count], True
+        return every, False
+
+    @property
+    def headers_oversized(self) -> bool:
+        return self.inspected_headers()[1]
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers():
@@ -162,17 +229,44 @@ class RequestView:
         return got
 
     def cookies(self) -> list[tuple[str, str]]:
+        """Every cookie of every Cookie header, (name, value) in order: what a single ``cookie`` field
+        and rate keys read. AWS has no single-cookie component (its cookies component with one
+        included name is subject to the limits); ours names its cookie as a single header names its
+        header, so like it, it is found wherever it is (``cookies: {include: [name]}`` has the limits)."""
         got: list[tuple[str, str]] | None = self._memo.get("cookies")
         if got is None:
-            got = []
-            for header in self.header_values("cookie"):
-                for part in header.split(";"):
-                    name, eq, value = part.strip().partition("=")
-                    if name or eq:
-                        got.append((name, value))
-            got = got[:MAX_COOKIES]
-            self._memo["cookies"] = got
+            got = self._memo["cookies"] = _parse_cookies(self.header_values("cookie"))
         return got
+
+    def inspected_cookies(self) -> tuple[list[tuple[str, str]], bool]:
+        """(the cookies ``cookies`` inspects, whether they are beyond the limits).
+
+        The limits are the first ``MAX_COOKIES`` cookies and the first ``cookie_limit`` bytes of the
+        Cookie header values, several Cookie headers counting as one joined by ``; `` (as HTTP/2
+        rejoins its cookie crumbs). The cookie the byte limit cuts through is inspected up to the
+        limit if its name and ``=`` lie within."""
+        got: tuple[list[tuple[str, str]], bool] | None = self._memo.get("inspected_cookies")
+        if got is None:
+            got = self._memo["inspected_cookies"] = self._limit_cookies()
+        return got
+
+    def _limit_cookies(self) -> tuple[list[tuple[str, str]], bool]:
+        every = self.cookies()
+        raw = [v for k, v in self.header_fields if k.lower() == b"cookie"]
+        if sum(map(len, raw)) + 2 * (len(raw) - 1) <= self.cookie_limit:
+            return (every, False) if len(every) <= MAX_COOKIES else (every[:MAX_COOKIES], True)
+        joined = b"; ".join(raw)
+        cut = joined[: self.cookie_limit]
+        head, sep, last = cut.rpartition(b";")
+        got = _parse_cookies([_text(head)]) if sep else []
+        # the last cookie within: whole if the limit falls at its end, else only with its name and '='
+        if b"=" in last or joined[self.cookie_limit : self.cookie_limit + 1] == b";":
+            got.extend(_parse_cookies([_text(last)]))
+        return got[:MAX_COOKIES], True
+
+    @property
+    def cookies_oversized(self) -> bool:
+        return self.inspected_cookies()[1]
 
     @property
     def content_type(self) -> str:
@@ -269,7 +363,10 @@ class RequestView:
             for value in self.header_values(spec.name):
                 yield f"header:{spec.name}", value
         elif kind == "all_headers":
-            for name, value in self.headers():
+            headers, over = self.inspected_headers()
+            if over and spec.oversize == "no_match":
+                return
+            for name, value in headers:
                 if (spec.include and name not in spec.include) or name in spec.exclude:
                     continue
                 if spec.scope != "values":
@@ -281,7 +378,10 @@ class RequestView:
                 if name == spec.name:
                     yield f"cookie:{name}", value
         elif kind == "cookies":
-            for name, value in self.cookies():
+            cookies, over = self.inspected_cookies()
+            if over and spec.oversize == "no_match":
+                return
+            for name, value in cookies:
                 if (spec.include and name not in spec.include) or name in spec.exclude:
                     continue
                 if spec.scope != "values":

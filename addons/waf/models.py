@@ -83,6 +83,12 @@ BLOCK_STATUSES = frozenset(
 )  # fmt: skip
 DEFAULT_BODY_LIMIT = 16 * 1024  # API Gateway's default since 2024 (KB_16)
 MAX_BODY_LIMIT = 8 * 1024 * 1024
+# AWS WAF inspects the first 8 KB of the request headers and the first 8 KB of the cookies (and at
+# most 200 of either: ``fields.MAX_HEADERS``, ``fields.MAX_COOKIES``). AWS fixes these; like the body
+# limit they are settings of the document here, 8 KB by default.
+DEFAULT_HEADER_LIMIT = 8 * 1024
+DEFAULT_COOKIE_LIMIT = 8 * 1024
+MAX_HEADER_LIMIT = 256 * 1024
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,127}$")
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,128}(?::[A-Za-z0-9_.-]{1,128}){0,5}$")
 _JSON_POINTER = re.compile(r"^(/([^~/]|~[01])*)*$")
@@ -91,7 +97,7 @@ _AGG_KEY = re.compile(
     r"(header|cookie|query_arg|label_namespace):[!#$%&'*+.^_`|~0-9A-Za-z:-]+)$"
 )
 _FIELD_REF = re.compile(
-    r"^(method|uri_path|query_string|body|path_segment(:\d+)?|"
+    r"^(method|uri_path|query_string|body|headers|cookies|path_segment(:\d+)?|"
     r"(header|header_key|query_arg|query_key|cookie|cookie_key|form|form_key|multipart_filename):[^\s]*|"
     r"(json|json_key):(/[^\s]*)?)$"
 )
@@ -105,12 +111,22 @@ class HeadersField(PolicyModel):
     scope: Scope = "values"
     include: list[HeaderName] = Field(default_factory=list, description="Only these headers (names).")
     exclude: list[HeaderName] = Field(default_factory=list, description="Every header but these.")
+    oversize: Oversize = Field(
+        default="continue",
+        description="Headers beyond header_inspection_limit or 200 fields: continue inspects those within, "
+        "match or no_match decide the statement.",
+    )
 
 
 class CookiesField(PolicyModel):
     scope: Scope = "values"
     include: list[str] = Field(default_factory=list, description="Cookie names (case-sensitive).")
     exclude: list[str] = Field(default_factory=list)
+    oversize: Oversize = Field(
+        default="continue",
+        description="Cookies beyond cookie_inspection_limit or 200 cookies: continue inspects those within, "
+        "match or no_match decide the statement.",
+    )
 
 
 class QueryArgsField(PolicyModel):
@@ -510,6 +526,12 @@ class WebAclPolicy(PolicyModel):
     name: str = "sidegate"
     default_action: ActionSpec = Field(default_factory=lambda: Action(allow=InsertHeaders()))
     body_inspection_limit: Annotated[Size, Field(ge=1024, le=MAX_BODY_LIMIT)] = DEFAULT_BODY_LIMIT
+    header_inspection_limit: Annotated[Size, Field(ge=1024, le=MAX_HEADER_LIMIT)] = Field(
+        default=DEFAULT_HEADER_LIMIT, description="Bytes of the header section all_headers inspects."
+    )
+    cookie_inspection_limit: Annotated[Size, Field(ge=1024, le=MAX_HEADER_LIMIT)] = Field(
+        default=DEFAULT_COOKIE_LIMIT, description="Bytes of the Cookie header(s) cookies inspects."
+    )
     custom_response_bodies: Annotated[dict[str, CustomBody], Field(max_length=50)] = Field(default_factory=dict)
     regex_pattern_sets: dict[str, Annotated[list[Regex], Field(min_length=1, max_length=1000)]] = Field(
         default_factory=dict

@@ -253,6 +253,13 @@ def _body_checks(fields: tuple[FieldSpec, ...]) -> tuple[bool, bool, bool]:
     return oversize_match, json_match, json_no_match
 
 
+def _header_checks(fields: tuple[FieldSpec, ...]) -> tuple[bool, bool]:
+    """(all_headers, cookies) with ``oversize: match``: beyond the limits, the statement matches."""
+    headers = any(f.kind == "all_headers" and f.oversize == "match" for f in fields)
+    cookies = any(f.kind == "cookies" and f.oversize == "match" for f in fields)
+    return headers, cookies
+
+
 class FieldLeaf(Node):
     """A leaf that inspects values of request fields (after transformations)."""
 
@@ -261,10 +268,16 @@ class FieldLeaf(Node):
         self.chain = pipe.chain
         self.needs_body = pipe.needs_body
         self._oversize_match, self._json_match, self._json_no_match = _body_checks(pipe.fields)
+        self._headers_match, self._cookies_match = _header_checks(pipe.fields)
 
     def special(self, ctx: Ctx) -> Hit | bool | None:
-        """Body handling decided before inspection: a Hit, False (no match) or None (inspect)."""
+        """Oversize and body handling decided before inspection: a Hit, False (no match) or None
+        (inspect). ``no_match`` needs nothing here: the oversized component yields no values."""
         view = ctx.view
+        if self._headers_match and view.headers_oversized and ctx.allowed("headers"):
+            return Hit("headers", "(headers larger than the inspection limit)", ())
+        if self._cookies_match and view.cookies_oversized and ctx.allowed("cookies"):
+            return Hit("cookies", "(cookies larger than the inspection limit)", ())
         if view.body is None:
             return None
         if self._oversize_match and view.oversized and ctx.allowed("body"):
@@ -283,7 +296,7 @@ class BankLeaf(FieldLeaf):
         self.bank = bank
         self.own = frozenset(own.fields)
         self.ids = ids
-        if not self._oversize_match and not self._json_match:
+        if not (self._oversize_match or self._json_match or self._headers_match or self._cookies_match):
             self.requirement = frozenset((bank.uid, i) for i in ids)
 
     def match(self, ctx: Ctx) -> Hit | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# Fields. Headers are all inspected (the Cookie header through ``COOKIES``, parsed).
+# Fields. Headers are all inspected (the Cookie header through ``COOKIES``, parsed). Every group's
+# all_headers and cookies fields keep the default ``oversize: continue`` (AWS's managed cookie rules
+# use CONTINUE): they inspect what lies within the limits; core-016 counts and labels the rest.
 PATH: Any = "uri_path"
 SEGMENTS: Any = "path_segments"
 QUERY: Any = {"all_query_args": {"scope": "all"}}

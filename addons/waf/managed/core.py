@@ -3,6 +3,10 @@
 Sizes follow AWS's common rule set (path 1,024 B, query string 2,048 B, Cookie 10,240 B). A body
 beyond the inspection limit is *counted* and labelled (``managed:core:core-006``) rather than
 blocked, since uploads are ordinary API traffic: block on that label where bodies should be small.
+A header section beyond its limit (8 KB or 200 fields by default) is counted and labelled the same
+way (``managed:core:core-016``): the groups inspect headers and cookies with ``oversize: continue``
+(as AWS's managed cookie rules do), so whatever lies beyond the limits (a smuggling header after
+8 KB of padding) is unseen by them; block on the label to refuse such requests.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from addons.waf.managed.common import (
     rx,
     stmt,
 )  # fmt: skip
+from addons.waf.models import MAX_HEADER_LIMIT
 
 _SCANNERS = alt(
     r"sqlmap",
@@ -115,6 +120,20 @@ RULES: list[dict[str, Any]] = [
         60,
         "body larger than the inspection limit: counted and labelled, the uninspected part is unseen",
         {"size_constraint": {"field": {"body": {"oversize": "match"}}, "comparison": "gt", "size": 8 * 1024 * 1024}},
+        action="count",
+    ),
+    stmt(
+        "waf/core-016",
+        55,  # before core-006 (the body): decided as soon as the headers are in
+        "header section beyond the inspection limit: counted and labelled, the uninspected headers are unseen",
+        # only the oversize check can match: no header value is larger than the largest limit allows
+        {
+            "size_constraint": {
+                "field": {"all_headers": {"oversize": "match"}},
+                "comparison": "gt",
+                "size": MAX_HEADER_LIMIT,
+            }
+        },
         action="count",
     ),
     rx(
