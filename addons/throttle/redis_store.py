@@ -32,35 +32,41 @@ from addons.throttle.buckets import BucketResult, BucketSpec, Decision
 log = logging.getLogger("sidegate")
 
 # One call decides a batch of requests, in order (see RedisStore.acquire). KEYS: every request's
-# bucket keys, one request after the other. ARGV[1]: the number of requests; then per request its
-# number of buckets n, then per bucket rate, burst, enforced (1/0), idle ttl in ms. Returns per
-# bucket, request after request: tokens before, tokens after (strings: Lua numbers would be
-# truncated). The whole script is atomic, so each request's tiers are decided without interleaving.
+# bucket keys, one request after the other. ARGV[1]: one string of numbers separated by spaces: per
+# request its number of buckets n, then per bucket rate, burst, enforced (1/0), idle ttl in ms (one
+# string: the client encodes one argument instead of a dozen per request). Returns per bucket,
+# request after request: tokens before, tokens after (strings: Lua numbers would be truncated).
+# The whole script is atomic, so each request's tiers are decided without interleaving.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local words, nums = {}, {}
+for v in string.gmatch(ARGV[1], '%S+') do
+  words[#words + 1] = v
+  nums[#nums + 1] = tonumber(v)
+end
 local out = {}
-local k, a = 0, 2
-for _ = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a])
+local k, a = 0, 1
+while a <= #nums do
+  local n = nums[a]
   a = a + 1
   local before, admitted = {}, true
   for i = 1, n do
     local j = a + 4 * (i - 1)
-    local rate, burst = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
+    local rate, burst = nums[j], nums[j + 1]
     local state = redis.call('HMGET', KEYS[k + i], 'tokens', 'ts')
     local tokens = burst
     if state[1] then
       tokens = math.min(burst, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) * rate)
     end
     before[i] = tokens
-    if ARGV[j + 2] == '1' and tokens < 1 then admitted = false end
+    if nums[j + 2] == 1 and tokens < 1 then admitted = false end
   end
   for i = 1, n do
     local after = before[i]
     if admitted and after >= 1 then after = after - 1 end
     redis.call('HSET', KEYS[k + i], 'tokens', tostring(after), 'ts', tostring(now))
-    redis.call('PEXPIRE', KEYS[k + i], ARGV[a + 4 * (i - 1) + 3])
+    redis.call('PEXPIRE', KEYS[k + i], words[a + 4 * (i - 1) + 3])
     out[#out + 1] = tostring(before[i])
     out[#out + 1] = tostring(after)
   end
@@ -101,6 +107,7 @@ class RedisStore:
         self.degraded = False
         self._pending: list[tuple[list[BucketSpec], asyncio.Future[Decision]]] = []  # waiting for a call
         self._flusher: asyncio.Future[None] | None = None
+        self._formatted: dict[tuple[float, int, bool], str] = {}
 
     def _ensure(self) -> Any:
         if self._client is None:
@@ -151,12 +158,13 @@ class RedisStore:
 
     async def _decide(self, batch: list[tuple[list[BucketSpec], asyncio.Future[Decision]]]) -> None:
         keys: list[str] = []
-        args: list[Any] = [len(batch)]
+        numbers: list[str] = []
         for specs, _ in batch:
-            args.append(len(specs))
-            for s in specs:
-                keys.append(self._prefix + s.key)
-                args += [repr(s.rate), s.burst, "1" if s.enforced else "0", math.ceil(s.burst / s.rate * 1000) + 60_000]
+            numbers.append(str(len(specs)))
+            for spec in specs:
+                keys.append(self._prefix + spec.key)
+                numbers.append(self._numbers(spec))
+        args = [" ".join(numbers)]
         try:
             if time.monotonic() < self._open_until:
                 raise StoreUnavailable("circuit open")
@@ -193,6 +201,18 @@ class RedisStore:
                 results.append(BucketResult(spec, before, after, allowed, wait))
             if not future.done():  # the request may have gone meanwhile (client disconnected)
                 future.set_result(Decision(admitted, tuple(results)))
+
+    def _numbers(self, spec: BucketSpec) -> str:
+        """A bucket's script parameters, formatted once per (rate, burst, enforced)."""
+        key = (spec.rate, spec.burst, spec.enforced)
+        text = self._formatted.get(key)
+        if text is None:
+            idle_ms = math.ceil(spec.burst / spec.rate * 1000) + 60_000
+            text = f"{spec.rate!r} {spec.burst} {1 if spec.enforced else 0} {idle_ms}"
+            if len(self._formatted) >= 10_000:  # limits come from policies: a handful in practice
+                self._formatted.clear()
+            self._formatted[key] = text
+        return text
 
     async def call(self, *command: Any) -> Any:
         """One Redis command under the same timeout and circuit breaker as the buckets."""
