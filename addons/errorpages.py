@@ -117,11 +117,13 @@ class ErrorPages:
 
 def _plain_error_response(status_code: int, message: str = "") -> bytes:
     """Replacement for mitmproxy's HTML error page where no flow exists (unparsable requests)."""
-    default = RESPONSE_TYPES.get({413: "REQUEST_TOO_LARGE", 504: "INTEGRATION_TIMEOUT"}.get(status_code, ""))
+    default = RESPONSE_TYPES.get(
+        {400: "BAD_REQUEST", 413: "REQUEST_TOO_LARGE", 504: "INTEGRATION_TIMEOUT"}.get(status_code, "")
+    )
     text = default.message if default else status_codes.RESPONSES.get(status_code, "Error")
     resp = http.Response.make(
         status_code,
-        json.dumps({"message": text}).encode(),
+        json.dumps({"message": text}, separators=(",", ":")).encode(),  # as the gateway responses
         # No flow exists, so no configured header name either: API Gateway's own.
         {"content-type": "application/json", "connection": "close", "x-amzn-RequestId": str(uuid.uuid4())},
     )

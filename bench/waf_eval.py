@@ -7,7 +7,9 @@ per-request cost of the WAF in microseconds.
 
 Through a running sidegate (its policies enable the WAF with the managed groups), a request
 counts as blocked when the answer is 403 with ``x-amzn-ErrorType: ForbiddenException`` (API
-Gateway's WAF_FILTERED); the corpus paths should be routable (``$default``).
+Gateway's WAF_FILTERED), or 400 ``BadRequestException`` when the proxy's own HTTP validation
+refused it before the WAF saw it (listed separately); the corpus paths should be routable
+(``$default``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def managed_waf() -> Waf:
     return Waf(WebAclPolicy.model_validate({"kind": "WebAcl", "rules": all_groups_policy()}), "bench", enforced=True)
 
 
-def send(url: str, sample: corpus.Sample, timeout: float) -> bool:
+def send(url: str, sample: corpus.Sample, timeout: float) -> str | None:
+    """How the request was stopped: "waf" (403 WAF_FILTERED), "proxy" (a 400 gateway answer: the
+    proxy's own HTTP validation refused it before any plugin, e.g. a smuggling-prone
+    Transfer-Encoding), or None (it reached the backend)."""
     headers = {k: v for k, v in sample.headers if k.lower() not in ("host", "content-length")}
     req = urllib.request.Request(
         url.rstrip("/") + sample.target, data=sample.body or None, method=sample.method, headers=headers
@@ -45,23 +50,32 @@ def send(url: str, sample: corpus.Sample, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
-            return False
+            return None
     except urllib.error.HTTPError as e:
         e.read()
-        return e.code == 403 and e.headers.get("x-amzn-ErrorType", "") == "ForbiddenException"
+        kind = e.headers.get("x-amzn-ErrorType", "")
+        if e.code == 403 and kind == "ForbiddenException":
+            return "waf"
+        if e.code == 400 and kind == "BadRequestException":
+            return "proxy"
+        return None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         print(f"  {sample.id}: request failed ({e})", file=sys.stderr)
-        return False
+        return None
 
 
 def evaluate_url(url: str, samples: list[corpus.Sample], timeout: float) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     for sample in samples:
-        blocked = send(url, sample, timeout)
-        row = per.setdefault(sample.cls, {"attack": sample.attack, "total": 0, "blocked": 0, "wrong": []})
+        stopped = send(url, sample, timeout)
+        row = per.setdefault(
+            sample.cls, {"attack": sample.attack, "total": 0, "blocked": 0, "by_proxy": [], "wrong": []}
+        )
         row["total"] += 1
-        row["blocked"] += blocked
-        if blocked != sample.attack:
+        row["blocked"] += stopped is not None
+        if stopped == "proxy":
+            row["by_proxy"].append(sample.id)
+        if (stopped is not None) != sample.attack:
             row["wrong"].append((sample.id, sample.placement, []))
     return per
 
@@ -74,6 +88,8 @@ def report(per: dict[str, Any], verbose: bool) -> None:
         print(f"{kind:7}{cls:24}{r['blocked']:>4}/{r['total']:<4}{r['blocked'] / r['total']:>9.1%}")
         totals[r["attack"]][0] += r["blocked"]
         totals[r["attack"]][1] += r["total"]
+        if r.get("by_proxy"):
+            print(f"{'':31}of which refused by the proxy's HTTP checks (400), not the WAF: {', '.join(r['by_proxy'])}")
         if verbose:
             for sid, placement, rules in r["wrong"]:
                 print(f"        {'missed' if r['attack'] else 'false positive'}: {sid} ({placement}) {rules}")

@@ -104,7 +104,12 @@ def test_oversized_and_malformed_requests_get_gateway_responses(sidecar):
     head, _, body = bad.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), bad[:300]
     assert b"mitmproxy" not in bad and json.loads(body) == {"message": "Bad Request"}
-    assert b"x-amzn-RequestId: " in head
+    assert b"x-amzn-RequestId: " in head and b"x-amzn-ErrorType: BadRequestException" in head
+    # a smuggling-prone Transfer-Encoding is refused before any plugin, as a gateway response too
+    smuggle = raw(sc.port, b"GET /books HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n")
+    head, _, body = smuggle.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), smuggle[:300]
+    assert body == b'{"message":"Bad Request"}' and b"x-amzn-ErrorType: BadRequestException" in head
     small = sc.get("/books", method="POST", body=b'{"title": "ok"}', headers={"content-type": "application/json"})
     assert small.status == 201
     lines = sc.log_lines()
