@@ -6,6 +6,11 @@ Each entry names a payload and where it goes (``in``): ``query``, ``raw_query``,
 headers from one of a few client profiles (browser, mobile SDK, service, CLI), chosen by position,
 so every request also exercises header inspection with ordinary values.
 
+``attacks/`` and ``benign/`` (one file per class) are the main corpus, ``all_samples()``. The
+held-out set, ``heldout/attacks.yaml`` and ``heldout/benign.yaml`` (every entry names its
+``class``), was written without reading the managed rules and is never used to tune them: it is
+loaded only by ``heldout_samples()`` (ids ``heldout-<class>#n``), never by ``all_samples()``.
+
 Used by ``tests/test_waf_corpus.py`` (in-process) and ``bench/waf_eval.py`` (in-process or
 against a running sidegate with ``--url``).
 """
@@ -13,7 +18,7 @@ against a running sidegate with ``--url``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -176,7 +181,34 @@ def load(kind: str) -> list[Sample]:
     return samples
 
 
-def all_samples() -> list[Sample]:
+def load_heldout(kind: str) -> list[Sample]:
+    """``heldout/<kind>.yaml`` (``kind`` is ``attacks`` or ``benign``); each entry's ``class`` must
+    be one of the main corpus's classes of that kind (attack classes or benign themes)."""
+    path = HERE / "heldout" / f"{kind}.yaml"
+    classes = {p.stem for p in (HERE / kind).glob("*.yaml")}
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    samples: list[Sample] = []
+    numbers: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        cls = entry.get("class")
+        if cls not in classes:
+            raise ValueError(f"heldout/{path.name} entry {i + 1}: class {cls!r} is not one of {sorted(classes)}")
+        numbers[cls] = numbers.get(cls, 0) + 1
+        sample = _build(entry, i, kind == "attacks", f"heldout-{cls}")
+        samples.append(replace(sample, id=f"heldout-{cls}#{numbers[cls]}"))
+    return samples
+
+
+def heldout_samples() -> list[Sample]:
+    """The held-out set only (attacks, then benign requests)."""
+    return load_heldout("attacks") + load_heldout("benign")
+
+
+def all_samples(heldout: bool = False) -> list[Sample]:
+    """The main corpus (what the floors in ``tests/test_waf_corpus.py`` assert); with ``heldout``,
+    the held-out set instead. The two are never mixed."""
+    if heldout:
+        return heldout_samples()
     return load("attacks") + load("benign")
 
 
