@@ -148,7 +148,7 @@ def rebuild_headers(
     """
     kept: list[tuple[bytes, bytes]] = []
     existing: list[str] = []
-    vary_at = -1
+    vary_at = -1  # where the first Vary field is in ``kept``
     for field in headers.fields:
         name = field[0].lower()
         if strip and name in _OWNED_BYTES:
@@ -156,18 +156,17 @@ def rebuild_headers(
         if name == b"vary":
             if vary_at < 0:
                 vary_at = len(kept)
-                kept.append(field)  # replaced below by the merged value
             existing.extend(v.strip() for v in field[1].decode("latin-1").split(",") if v.strip())
-            continue
         kept.append(field)
     if vary and "*" not in existing:
         lower = {v.lower() for v in existing}
-        merged = existing + [n for n in vary if n.lower() not in lower]
-        value = (b"vary", ", ".join(merged).encode("latin-1"))
-        if vary_at < 0:
-            kept.append(value)
-        else:
-            kept[vary_at] = value
+        added = [n for n in vary if n.lower() not in lower]
+        if added:  # one Vary field with everything, where the first one was (or at the end)
+            value = (b"vary", ", ".join(existing + added).encode("latin-1"))
+            if vary_at < 0:
+                kept.append(value)
+            else:
+                kept = kept[:vary_at] + [value] + [f for f in kept[vary_at:] if f[0].lower() != b"vary"]
     kept.extend(add)
     headers.fields = tuple(kept)
 

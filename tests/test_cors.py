@@ -323,3 +323,31 @@ async def test_remembered_verdicts_stay_per_route_and_origin_and_bounded(make_ga
     for i in range(10):
         await drive(gate, req("GET", "/books", origin=f"https://x{i}.preview.example.com"))
         assert len(cors._verdicts) <= 4
+
+
+async def test_vary_fields_are_kept_when_nothing_is_added_and_merged_once_otherwise(make_gateway, backend):
+    star = "kind: Cors\nallow_origins: ['*']\n"
+    _, gate = make_gateway({"api.yaml": API, "cors.yaml": star}, upstream=backend.url)
+    f = req(origin="https://anyone.example")
+    await gate.addons[0].requestheaders(f)
+    await gate.addons[0].request(f)
+    f.response = tutils.tresp(headers=((b"vary", b"Accept"), (b"x-a", b"1"), (b"vary", b"Accept-Encoding")))
+    await gate.addons[2].response(f)
+    await gate.addons[3].response(f)
+    assert f.response.headers.get_all("vary") == ["Accept", "Accept-Encoding"]  # origin-independent: untouched
+    _, gate2 = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
+    g = req(origin="https://app.example.com")
+    await gate2.addons[0].requestheaders(g)
+    await gate2.addons[0].request(g)
+    g.response = tutils.tresp(headers=((b"vary", b"Accept"), (b"x-a", b"1"), (b"vary", b"Accept-Encoding")))
+    await gate2.addons[2].response(g)
+    await gate2.addons[3].response(g)
+    assert g.response.headers.get_all("vary") == ["Accept, Accept-Encoding, Origin"]
+    assert [k for k, _ in g.response.headers.fields][:2] == [b"vary", b"x-a"]  # where the first one was
+    h = req(origin="https://app.example.com")
+    await gate2.addons[0].requestheaders(h)
+    await gate2.addons[0].request(h)
+    h.response = tutils.tresp(headers=((b"vary", b"*"), (b"vary", b"Accept")))
+    await gate2.addons[2].response(h)
+    await gate2.addons[3].response(h)
+    assert h.response.headers.get_all("vary") == ["*", "Accept"]  # Vary: * already says everything
