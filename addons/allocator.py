@@ -9,10 +9,12 @@ benchmark, +15 MB over 1,000,000 distinct clients at a bound of 100,000 buckets.
 threshold keeps large blocks on ``mmap``, returned when freed, and memory flat (+0 MB from the
 first rebuild to 4,000,000 clients; see bench/README.md).
 
-The value, 512 KiB: every socket read of asyncio's transports allocates a 256 KiB buffer and then
-shrinks it; below the threshold that stays a cheap heap allocation. At glibc's default of 128 KiB,
-fixed, each read would be an ``mmap``/``munmap`` pair (a loop of 200-byte ``recv`` calls here: 15.1
-µs each at 128 KiB, 14.6 µs with glibc's defaults, 9.7 µs at 512 KiB).
+The values: every socket read of asyncio's transports allocates a 256 KiB buffer and then shrinks
+it, so the mmap threshold is 512 KiB (at 128 KiB, fixed, each read would be an ``mmap``/``munmap``
+pair) and the trim threshold twice that, as glibc's own adjustment would set it (left at 128 KiB,
+the heap's top would be given back and taken again on every read). A loop of 200-byte ``recv``
+calls here: 14.6 µs each with glibc's defaults, 15.1 µs at 128 KiB, 9.7 µs at 512 KiB alone,
+2.5 µs at 512 KiB with the 1 MiB trim threshold.
 
 Other C libraries (musl) lack ``mallopt``; sidegate then runs with their defaults.
 """
@@ -26,7 +28,8 @@ import sys
 
 log = logging.getLogger("sidegate")
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter; setting it also turns the dynamic adjustment off
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters; setting them turns the dynamic adjustment off
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 512 * 1024  # fixed: above asyncio's 256 KiB socket reads, below the big tables
 
 
@@ -43,7 +46,9 @@ def tune_allocator(libc: object | None = None) -> bool:
     if mallopt is None:
         return False
     try:
-        ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        # The trim threshold as glibc's own adjustment would set it (twice the mmap threshold):
+        # left at its 128 KiB default, the heap's top would be given back and taken again per read.
+        ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD))
     except (OSError, TypeError, ValueError):
         return False
     if not ok:

@@ -21,7 +21,7 @@ class FakeLibc:
 def test_sets_a_fixed_mmap_threshold():
     libc = FakeLibc()
     assert allocator.tune_allocator(libc) is True
-    assert libc.calls == [(-3, 512 * 1024)]  # M_MMAP_THRESHOLD: fixed, so glibc stops raising it
+    assert libc.calls == [(-3, 512 * 1024), (-1, 1024 * 1024)]  # mmap and trim thresholds, fixed
 
 
 def test_a_libc_without_mallopt_or_refusing_it_keeps_its_defaults():
