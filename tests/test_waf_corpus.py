@@ -62,3 +62,13 @@ def test_overall_detection_and_false_positive_rates(results):
     for cls, r in results.items():
         if not r["attack"]:
             assert r["blocked"] / r["total"] <= THEME_FALSE_POSITIVES, (cls, r["wrong"])
+
+
+def test_heldout_set_loads_apart_from_the_main_corpus():
+    heldout = corpus.heldout_samples()
+    main = corpus.all_samples()
+    attacks = [s for s in heldout if s.attack]
+    assert len(attacks) >= 90 and len(heldout) - len(attacks) >= 90
+    assert len({s.id for s in heldout}) == len(heldout)
+    assert all(s.id.startswith("heldout-") for s in heldout)
+    assert not {s.id for s in heldout} & {s.id for s in main}  # never mixed into the floors above
