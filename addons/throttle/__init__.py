@@ -138,9 +138,9 @@ class Throttle:
         if self._headers_on_success and self._headers:
             # computed only where they are sent: most admitted requests carry none
             ex.vars[RATELIMIT_VAR] = _ratelimit_headers(decision)
-        would = next((r for r in decision.results if not r.spec.enforced and not r.allowed), None)
-        if would is not None:
-            return Flag("rate_limited", rule=f"throttle/{would.spec.tier}", report_only=True)
+        for r in decision.results:  # a report-only tier that would have refused
+            if not r.allowed and not r.spec.enforced:
+                return Flag("rate_limited", rule=f"throttle/{r.spec.tier}", report_only=True)
         return None
 
     def method_response(self, ex: Exchange) -> None:

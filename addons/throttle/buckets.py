@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_MAX_BUCKETS = 100_000
 
@@ -26,8 +27,7 @@ class BucketSpec:
     enforced: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class BucketResult:
+class BucketResult(NamedTuple):  # a tuple: made for every tier of every request, cheaply
     spec: BucketSpec
     tokens_before: float
     tokens_after: float
@@ -42,6 +42,8 @@ class Decision:
 
     @property
     def refused_by(self) -> BucketResult | None:
+        if self.admitted:  # every enforced bucket had a token
+            return None
         return next((r for r in self.results if r.spec.enforced and not r.allowed), None)
 
     @property
