@@ -258,9 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in ("run", "web"):
-        from addons.allocator import tune_allocator
-
-        tune_allocator()  # memory stays flat under churn (see addons/allocator.py)
         return launch(args.command, Path(args.config), args.sets, args.demo)
     if args.command == "validate":
         return validate(Path(args.directory), args.mode)

@@ -1261,12 +1261,10 @@ def memory_child(kind: str, keys: int) -> dict[str, Any]:
 
     from mitmproxy import http as mhttp
 
-    from addons.allocator import tune_allocator
     from addons.policy.models import ApiPolicy, ThrottlePolicy
     from addons.throttle import Throttle
     from addons.throttle.buckets import BucketSpec, MemoryStore
 
-    tune_allocator()  # as `sidegate run` does at startup
     main_marks = {max(1, round(keys * f)) for f in MEMORY_SAMPLE_FRACTIONS}
     marks = sorted(main_marks | {max(1, round(keys * i / 40)) for i in range(1, 41)})  # the JSON's finer series
     gc.collect()

@@ -271,3 +271,18 @@ async def test_per_client_certificate_subject_buckets(make_gateway, backend, clo
 
     codes = [(await drive(gate, as_client(c))).response.status_code for c in (alice, alice, bob)]
     assert codes == [200, 429, 200]
+
+
+def test_a_large_bound_is_sharded_and_still_holds_exactly():
+    from addons.throttle.buckets import SHARD_FROM, SHARDS
+
+    store = MemoryStore(max_buckets=SHARD_FROM + 5)
+    assert len(store._shards) == SHARDS and sum(store._limits) == SHARD_FROM + 5
+    for i in range(SHARD_FROM * 2):
+        store.acquire([spec(f"client-{i}")], 0.0)
+    assert len(store) == SHARD_FROM + 5  # every shard full, none beyond its share
+    recent = [f"client-{i}" for i in range(SHARD_FROM * 2 - 100, SHARD_FROM * 2)]
+    assert all(store.peek(k) is not None for k in recent)  # the most recent survive in every shard
+    assert store.peek("client-0") is None  # the oldest went
+    assert store.acquire([spec("client-0", burst=3)], 0.0).results[0].tokens_before == 3.0  # back full
+    assert len(MemoryStore(max_buckets=100)._shards) == 1  # small bounds: one exact LRU
