@@ -363,31 +363,13 @@ class RequestView:
             for value in self.header_values(spec.name):
                 yield f"header:{spec.name}", value
         elif kind == "all_headers":
-            headers, over = self.inspected_headers()
-            if over and spec.oversize == "no_match":
-                return
-            for name, value in headers:
-                if (spec.include and name not in spec.include) or name in spec.exclude:
-                    continue
-                if spec.scope != "values":
-                    yield f"header_key:{name}", name
-                if spec.scope != "keys":
-                    yield f"header:{name}", value
+            yield from _named(spec, "header", *self.inspected_headers())
         elif kind == "cookie":
             for name, value in self.cookies():
                 if name == spec.name:
                     yield f"cookie:{name}", value
         elif kind == "cookies":
-            cookies, over = self.inspected_cookies()
-            if over and spec.oversize == "no_match":
-                return
-            for name, value in cookies:
-                if (spec.include and name not in spec.include) or name in spec.exclude:
-                    continue
-                if spec.scope != "values":
-                    yield f"cookie_key:{name}", name
-                if spec.scope != "keys":
-                    yield f"cookie:{name}", value
+            yield from _named(spec, "cookie", *self.inspected_cookies())
         elif kind == "body":
             yield "body", self.body_text()
         elif kind == "form":
@@ -551,6 +533,20 @@ class RequestView:
     def memo(self) -> dict[Any, Any]:
         """Scratch space for statements (detector results, bank hits), per request."""
         return self._memo
+
+
+def _named(spec: FieldSpec, what: str, items: list[tuple[str, str]], over: bool) -> Iterator[Value]:
+    """Headers or cookies within the inspection limits, filtered by the spec's include/exclude lists:
+    ``<what>_key:<name>`` for names, ``<what>:<name>`` for values (as the spec's scope says)."""
+    if over and spec.oversize == "no_match":
+        return
+    for name, value in items:
+        if (spec.include and name not in spec.include) or name in spec.exclude:
+            continue
+        if spec.scope != "values":
+            yield f"{what}_key:{name}", name
+        if spec.scope != "keys":
+            yield f"{what}:{name}", value
 
 
 class Pipe:
