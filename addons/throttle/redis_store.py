@@ -108,6 +108,7 @@ class RedisStore:
         self._pending: list[tuple[list[BucketSpec], asyncio.Future[Decision]]] = []  # waiting for a call
         self._flusher: asyncio.Future[None] | None = None
         self._formatted: dict[tuple[float, int, bool], str] = {}
+        self._scripts: dict[str, Any] = {}  # run_script's registered scripts, by source
 
     def _ensure(self) -> Any:
         if self._client is None:
@@ -130,9 +131,7 @@ class RedisStore:
         call (one round trip, one script run deciding them in arrival order). Under load this
         spreads a round trip's cost over several requests; an idle sidecar sends each alone.
         """
-        if time.monotonic() < self._open_until:
-            self.degraded = True  # skipped while the breaker is open: still degraded
-            raise StoreUnavailable("circuit open")
+        self._refuse_while_open()
         self._ensure()
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._pending.append((specs, future))
@@ -171,11 +170,11 @@ class RedisStore:
             raw = await asyncio.wait_for(self._script(keys=keys, args=args), self._timeout * 2)
         except (RedisError, OSError, TimeoutError, StoreUnavailable) as e:
             if not isinstance(e, StoreUnavailable):
-                self._open_until = time.monotonic() + self._retry_interval
                 if not self.degraded:
                     log.warning(
                         "sidegate: throttle store %s unavailable (%s); on_store_error applies", self.url_safe, e
                     )
+                self._trip(e)
             self.degraded = True
             for _, future in batch:
                 if not future.done():
@@ -202,6 +201,18 @@ class RedisStore:
             if not future.done():  # the request may have gone meanwhile (client disconnected)
                 future.set_result(Decision(admitted, tuple(results)))
 
+    def _refuse_while_open(self) -> None:
+        """The circuit breaker: while open, Redis is skipped (and the store is still degraded)."""
+        if time.monotonic() < self._open_until:
+            self.degraded = True
+            raise StoreUnavailable("circuit open")
+
+    def _trip(self, e: BaseException) -> StoreUnavailable:
+        """Open the breaker for ``retry_interval`` after a failed call."""
+        self._open_until = time.monotonic() + self._retry_interval
+        self.degraded = True
+        return StoreUnavailable(str(e))
+
     def _numbers(self, spec: BucketSpec) -> str:
         """A bucket's script parameters, formatted once per (rate, burst, enforced)."""
         key = (spec.rate, spec.burst, spec.enforced)
@@ -216,29 +227,24 @@ class RedisStore:
 
     async def call(self, *command: Any) -> Any:
         """One Redis command under the same timeout and circuit breaker as the buckets."""
-        if time.monotonic() < self._open_until:
-            self.degraded = True  # skipped while the breaker is open: still degraded
-            raise StoreUnavailable("circuit open")
+        self._refuse_while_open()
         client = self._ensure()
         try:
             return await asyncio.wait_for(client.execute_command(*command), self._timeout * 2)
         except (RedisError, OSError, TimeoutError) as e:
-            self._open_until = time.monotonic() + self._retry_interval
-            self.degraded = True
-            raise StoreUnavailable(str(e)) from None
+            raise self._trip(e) from None
 
     async def run_script(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """One Lua script (EVALSHA, loaded on first use) under the same timeout and circuit breaker."""
-        if time.monotonic() < self._open_until:
-            self.degraded = True  # skipped while the breaker is open: still degraded
-            raise StoreUnavailable("circuit open")
+        self._refuse_while_open()
         client = self._ensure()
         try:
-            return await asyncio.wait_for(client.register_script(script)(keys=keys, args=args), self._timeout * 2)
+            runner = self._scripts.get(script)
+            if runner is None:  # registered once per source (it hashes the script)
+                runner = self._scripts[script] = client.register_script(script)
+            return await asyncio.wait_for(runner(keys=keys, args=args), self._timeout * 2)
         except (RedisError, OSError, TimeoutError) as e:
-            self._open_until = time.monotonic() + self._retry_interval
-            self.degraded = True
-            raise StoreUnavailable(str(e)) from None
+            raise self._trip(e) from None
 
     async def peek(self, key: str) -> tuple[float, float] | None:
         client = self._ensure()
@@ -249,6 +255,7 @@ class RedisStore:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            self._scripts.clear()  # registered with the closed client
 
     @property
     def url_safe(self) -> str:
