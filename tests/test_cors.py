@@ -226,21 +226,26 @@ async def test_private_network_preflight_when_opted_in(make_gateway, backend):
     assert "access-control-allow-private-network" not in g.response.headers
 
 
-async def test_actual_response_headers_replace_the_backends_and_merge_vary(make_gateway, backend):
-    _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
-    f = req(origin="https://a.preview.example.com")
+async def answer(gate, origin, backend_headers):
+    """A request from ``origin`` through the method request, then the backend's answer with these
+    headers through integration and method response (the CORS decoration under test)."""
+    f = req(origin=origin)
     await gate.addons[0].requestheaders(f)
     await gate.addons[0].request(f)
-    f.response = tutils.tresp(
-        headers=(
-            (b"vary", b"Accept"),
-            (b"access-control-allow-origin", b"*"),
-            (b"access-control-allow-credentials", b"false"),
-        )
-    )
+    f.response = tutils.tresp(headers=backend_headers)
     await gate.addons[2].response(f)
     await gate.addons[3].response(f)
-    h = f.response.headers
+    return f.response.headers
+
+
+async def test_actual_response_headers_replace_the_backends_and_merge_vary(make_gateway, backend):
+    _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
+    backend_cors = (
+        (b"vary", b"Accept"),
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-credentials", b"false"),
+    )
+    h = await answer(gate, "https://a.preview.example.com", backend_cors)
     assert h.get_all("access-control-allow-origin") == ["https://a.preview.example.com"]
     assert h.get_all("access-control-allow-credentials") == ["true"]
     assert h["access-control-expose-headers"] == "x-request-id"
@@ -326,28 +331,13 @@ async def test_remembered_verdicts_stay_per_route_and_origin_and_bounded(make_ga
 
 
 async def test_vary_fields_are_kept_when_nothing_is_added_and_merged_once_otherwise(make_gateway, backend):
-    star = "kind: Cors\nallow_origins: ['*']\n"
-    _, gate = make_gateway({"api.yaml": API, "cors.yaml": star}, upstream=backend.url)
-    f = req(origin="https://anyone.example")
-    await gate.addons[0].requestheaders(f)
-    await gate.addons[0].request(f)
-    f.response = tutils.tresp(headers=((b"vary", b"Accept"), (b"x-a", b"1"), (b"vary", b"Accept-Encoding")))
-    await gate.addons[2].response(f)
-    await gate.addons[3].response(f)
-    assert f.response.headers.get_all("vary") == ["Accept", "Accept-Encoding"]  # origin-independent: untouched
-    _, gate2 = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
-    g = req(origin="https://app.example.com")
-    await gate2.addons[0].requestheaders(g)
-    await gate2.addons[0].request(g)
-    g.response = tutils.tresp(headers=((b"vary", b"Accept"), (b"x-a", b"1"), (b"vary", b"Accept-Encoding")))
-    await gate2.addons[2].response(g)
-    await gate2.addons[3].response(g)
-    assert g.response.headers.get_all("vary") == ["Accept, Accept-Encoding, Origin"]
-    assert [k for k, _ in g.response.headers.fields][:2] == [b"vary", b"x-a"]  # where the first one was
-    h = req(origin="https://app.example.com")
-    await gate2.addons[0].requestheaders(h)
-    await gate2.addons[0].request(h)
-    h.response = tutils.tresp(headers=((b"vary", b"*"), (b"vary", b"Accept")))
-    await gate2.addons[2].response(h)
-    await gate2.addons[3].response(h)
-    assert h.response.headers.get_all("vary") == ["*", "Accept"]  # Vary: * already says everything
+    two = ((b"vary", b"Accept"), (b"x-a", b"1"), (b"vary", b"Accept-Encoding"))
+    _, star = make_gateway({"api.yaml": API, "cors.yaml": "kind: Cors\nallow_origins: ['*']\n"}, upstream=backend.url)
+    h = await answer(star, "https://anyone.example", two)
+    assert h.get_all("vary") == ["Accept", "Accept-Encoding"]  # origin-independent: untouched
+    _, gate = make_gateway({"api.yaml": API, "cors.yaml": CORS}, upstream=backend.url)
+    h = await answer(gate, "https://app.example.com", two)
+    assert h.get_all("vary") == ["Accept, Accept-Encoding, Origin"]
+    assert [k for k, _ in h.fields][:2] == [b"vary", b"x-a"]  # where the first one was
+    h = await answer(gate, "https://app.example.com", ((b"vary", b"*"), (b"vary", b"Accept")))
+    assert h.get_all("vary") == ["*", "Accept"]  # Vary: * already says everything
