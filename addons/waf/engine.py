@@ -40,6 +40,7 @@ from addons.waf.statements import (
     Not,
     Or,
     SizeLeaf,
+    ValueMemo,
     byte_pattern,
     regex_text,
 )
@@ -128,6 +129,14 @@ class Compiler:
         self.shared = shared
         self._ipsets = {name: IpSet(nets) for name, nets in policy.ip_sets.items()}
         self._fields: dict[int, tuple[FieldSpec, ...]] = {}
+        self._memos: dict[tuple[str, bool, tuple[str, ...]], ValueMemo] = {}
+
+    def _memo(self, key: tuple[str, bool, tuple[str, ...]]) -> ValueMemo:
+        """One memo per (detector, sensitivity, chain): the verdict depends on nothing else."""
+        got = self._memos.get(key)
+        if got is None:
+            got = self._memos[key] = ValueMemo()
+        return got
 
     def fields(self, fields: list[FieldToMatch]) -> tuple[FieldSpec, ...]:
         return tuple(compile_field(f) for f in fields)
@@ -146,9 +155,11 @@ class Compiler:
         if st.sqli is not None:
             q = st.sqli
             pipe = self.pipes.get(self.fields(q.field), tuple(q.transformations))
-            return DetectorLeaf("sqli", pipe, q.sensitivity == "high")
+            high = q.sensitivity == "high"
+            return DetectorLeaf("sqli", pipe, high, self._memo(("sqli", high, pipe.chain)))
         if st.xss is not None:
-            return DetectorLeaf("xss", self.pipes.get(self.fields(st.xss.field), tuple(st.xss.transformations)))
+            pipe = self.pipes.get(self.fields(st.xss.field), tuple(st.xss.transformations))
+            return DetectorLeaf("xss", pipe, memo=self._memo(("xss", False, pipe.chain)))
         if st.size_constraint is not None:
             sc = st.size_constraint
             pipe = self.pipes.get(self.fields(sc.field), tuple(sc.transformations))

@@ -202,6 +202,11 @@ class RequestView:
             return every[:count], True
         return every, False
 
+    def beyond_limits(self) -> bool:
+        """Headers or cookies beyond the inspection limits: some values are cut or left out of
+        ``all_headers`` and ``cookies`` (the single ``header`` and ``cookie`` fields still see them)."""
+        return self.inspected_headers()[1] or self.inspected_cookies()[1]
+
     @property
     def headers_oversized(self) -> bool:
         return self.inspected_headers()[1]

@@ -6,6 +6,14 @@ all its patterns over all values of its fields (joined by newlines when the tran
 it, see ``transforms.LINE_SAFE``), and only when that finds something does it work out which
 patterns matched which values. Everything is RE2: linear in the input, whatever the pattern.
 
+Before that, most banks look at a *sweep*: the request's header-phase components (method, path,
+its segments, query string and arguments, every header and cookie, names and values) joined once
+and transformed once per chain, shared by every bank with that chain. A pattern that matches a
+value of a bank's own fields matches the sweep too, so a sweep without a match means no hits, and
+a request with nothing suspicious costs one search per bank over text built once per chain instead
+of one extraction and join per bank. Beyond the header or cookie inspection limits (values cut or
+left out) the banks go straight to their own fields.
+
 Each leaf also states its *requirement*: the bank patterns of which at least one must match for
 the statement to be true (None when it can be true without, e.g. under ``not``). The engine uses
 it to skip whole runs of rules whose patterns found nothing.
@@ -26,11 +34,42 @@ from addons.waf.ipsets import IpSet, addresses_to_inspect
 from addons.waf.models import ForwardedIp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 Atom = tuple[int, int]  # (bank id, pattern index)
 MAX_MEM = 256 << 20  # RE2 program/DFA budget for one bank's combined pattern
+MEMO_SIZE = 8192  # raw values remembered per memo; it starts over when full
+MEMO_MAX_LEN = 512  # longer values are worked out every time
 _bank_ids = itertools.count(1)
+
+
+class ValueMemo:
+    """What a transformation chain and a check (a bank's patterns, a detector) make of one raw
+    value, remembered across requests. Clients send the same header values, cookies and path
+    segments request after request; a value seen before costs one lookup instead of the chain and
+    the check. The answer depends on nothing but the value, so remembering it changes no verdict.
+    Bounded in entries and value length; when full it starts over (a client sending only new values
+    gets the cost of no memo, never an unbounded one)."""
+
+    __slots__ = ("_got", "size")
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self._got: dict[str, Any] = {}
+        self.size = size
+
+    def get(self, text: str) -> Any:
+        return self._got.get(text)
+
+    def put(self, text: str, value: Any) -> None:
+        if len(text) > MEMO_MAX_LEN:
+            return
+        got = self._got
+        if len(got) >= self.size:
+            got.clear()
+        got[text] = value
+
+    def __len__(self) -> int:
+        return len(self._got)
 
 
 def _options(*, never_capture: bool = False) -> Any:
@@ -152,11 +191,14 @@ class Bank:
         self.joined = joined
         self.specs: list[FieldSpec] = []
         self.pipe: Pipe = pipes.get((), chain)
+        self.sweep: Pipe | None = None  # the shared header-phase sweep under this chain
+        self.body: Pipe | None = None  # this bank's body components, searched after the sweep
         self.patterns: list[str] = []
         self._index: dict[str, int] = {}
         self._alt: Any = None
         self._set: Any = None
         self._single: list[Any] = []
+        self.memo = ValueMemo()  # raw value -> indices of the patterns its transformed text matches
 
     def add(self, pattern: str) -> int:
         if pattern not in self._index:
@@ -185,6 +227,32 @@ class Bank:
     def pattern(self, index: int) -> Any:
         return self._single[index]
 
+    def use_sweep(self, sweep: tuple[FieldSpec, ...]) -> None:
+        """Search ``sweep`` (a superset of this bank's header-phase fields) first; see the module."""
+        if not self.joined:
+            return
+        if any(not spec.needs_body for spec in self.specs):
+            self.sweep = self.pipes.get(sweep, self.chain)
+        body = tuple(spec for spec in self.specs if spec.needs_body)
+        if body:
+            self.body = self.pipes.get(body, self.chain)
+
+    def _swept_clean(self, view: RequestView) -> bool:
+        """True when neither the sweep nor this bank's body components hold a match."""
+        if self.sweep is None and self.body is None:
+            return False
+        if view.beyond_limits():
+            return False
+        if self.sweep is not None:
+            data = view.joined(self.sweep)
+            if data and search_bytes(self._alt, data):
+                return False
+        if self.body is not None:
+            data = view.joined(self.body)
+            if data and search_bytes(self._alt, data):
+                return False
+        return True
+
     def hits(self, view: RequestView) -> dict[int, list[int]]:
         """pattern index -> indices (into ``view.raw(self.pipe)``) of the values it matches."""
         memo = view.bank_hits
@@ -193,25 +261,40 @@ class Bank:
             return got
         got = {}
         if self.joined:
+            if self._swept_clean(view):
+                memo[self.uid] = got
+                return got
             data = view.joined(self.pipe)
             if not data or not search_bytes(self._alt, data):
                 memo[self.uid] = got
                 return got
-        for i, text in enumerate(view.texts(self.pipe)):
-            if not text:
-                continue
-            data = text.encode("utf-8", "replace")
-            if not search_bytes(self._alt, data):
-                continue
-            matched = self._set.Match(data)
-            if not matched:
-                # RE2::Set gives up (no match) when its DFA runs out of memory; the combined
-                # pattern above falls back to the NFA, so it is the truth: ask each pattern.
-                matched = [j for j, rx in enumerate(self._single) if search_bytes(rx, data)]
+        texts: list[str] | None = None
+        remembered = self.memo
+        for i, (_, raw) in enumerate(view.raw(self.pipe)):
+            matched = remembered.get(raw)
+            if matched is None:
+                if texts is None:
+                    texts = view.texts(self.pipe)
+                matched = self._match(texts[i])
+                remembered.put(raw, matched)
             for j in matched:
                 got.setdefault(j, []).append(i)
         memo[self.uid] = got
         return got
+
+    def _match(self, text: str) -> tuple[int, ...]:
+        """Indices of the patterns matching one transformed value."""
+        if not text:
+            return ()
+        data = text.encode("utf-8", "replace")
+        if not search_bytes(self._alt, data):
+            return ()
+        matched = self._set.Match(data)
+        if not matched:
+            # RE2::Set gives up (no match) when its DFA runs out of memory; the combined
+            # pattern above falls back to the NFA, so it is the truth: ask each pattern.
+            matched = [j for j, rx in enumerate(self._single) if search_bytes(rx, data)]
+        return tuple(matched)
 
 
 class BankRegistry:
@@ -231,8 +314,25 @@ class BankRegistry:
         return BankLeaf(bank, own, tuple(bank.add(p) for p in patterns))
 
     def compile(self) -> None:
+        sweep = sweep_specs(spec for bank in self.banks.values() if bank.joined for spec in bank.specs)
         for bank in self.banks.values():
             bank.compile()
+            bank.use_sweep(tuple(self.pipes.spec(s) for s in sweep))
+
+
+def sweep_specs(specs: Iterator[FieldSpec]) -> list[FieldSpec]:
+    """The header-phase components that hold every value the given specs can yield (within the
+    inspection limits): one spec per family, names and values, no include or exclude lists."""
+    kinds = {spec.kind for spec in specs if not spec.needs_body}
+    sweep = [FieldSpec(k) for k in ("method", "uri_path", "query_string", "path_segments") if k in kinds]
+    for family, spec in (
+        ({"query_arg", "all_query_args"}, FieldSpec("all_query_args", scope="all")),
+        ({"header", "all_headers"}, FieldSpec("all_headers", scope="all")),
+        ({"cookie", "cookies"}, FieldSpec("cookies", scope="all")),
+    ):
+        if kinds & family:
+            sweep.append(spec)
+    return sweep
 
 
 # -- nodes ---------------------------------------------------------------------------------------
@@ -322,11 +422,12 @@ class BankLeaf(FieldLeaf):
 class DetectorLeaf(FieldLeaf):
     """sqli / xss: libinjection over each value, results shared by rules with the same inputs."""
 
-    def __init__(self, kind: str, pipe: Pipe, high: bool = False) -> None:
+    def __init__(self, kind: str, pipe: Pipe, high: bool = False, memo: ValueMemo | None = None) -> None:
         super().__init__(pipe)
         self.kind = kind
         self.key = (kind, high, pipe.uid)
         self.high = high
+        self.memo = memo if memo is not None else ValueMemo()  # raw value -> verdict (shared per chain)
         self._check: Callable[[str], bool]
         if kind == "sqli":
             self._check = (lambda t: detect.is_sqli(t, high=True)) if high else detect.is_sqli
@@ -342,16 +443,25 @@ class DetectorLeaf(FieldLeaf):
         flagged: list[int] | None = memo.get(self.key)
         if flagged is None:
             check = self._check
-            seen: dict[str, bool] = {}  # bodies repeat values (enums, flags): check each text once
+            remembered = self.memo
+            seen: dict[str, bool] = {}  # bodies repeat values (enums, flags): check each one once
+            texts: list[str] | None = None
             flagged = []
-            raw = view.raw(self.pipe)
-            for i, t in enumerate(view.texts(self.pipe)):
-                if t and raw[i][0] != "xml":
-                    hit = seen.get(t)
+            for i, (location, raw_text) in enumerate(view.raw(self.pipe)):
+                if location == "xml":
+                    continue
+                hit = seen.get(raw_text)
+                if hit is None:
+                    hit = remembered.get(raw_text)
                     if hit is None:
-                        hit = seen[t] = check(t)
-                    if hit:
-                        flagged.append(i)
+                        if texts is None:
+                            texts = view.texts(self.pipe)
+                        t = texts[i]
+                        hit = bool(t) and check(t)
+                        remembered.put(raw_text, hit)
+                    seen[raw_text] = hit
+                if hit:
+                    flagged.append(i)
             memo[self.key] = flagged
         if not flagged:
             return None

@@ -1,0 +1,149 @@
+"""The WAF's two shortcuts, the header-phase sweep and the per-value memo, change no verdict and do
+save the work they claim to save."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_waf import exchange, make, rule, run
+
+from addons.waf import STATE_VAR, Waf, WebAclPolicy, statements
+from addons.waf.managed import all_groups_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "waf_corpus"))
+
+import corpus
+
+
+def counting_acl() -> Waf:
+    """Every managed group in count mode: each sample reports every rule that matches, not only
+    the first block."""
+    rules = [dict(r, override_action="count") for r in all_groups_policy()]
+    return Waf(WebAclPolicy.model_validate({"kind": "WebAcl", "rules": rules}), "waf.yaml:1", enforced=True)
+
+
+def matches(waf: Waf, sample: corpus.Sample) -> list[tuple[Any, ...]]:
+    _, detail = corpus.decide(waf, sample)
+    return [(m["rule"], m["field"], m["excerpt"]) for d in detail["phases"] for m in d.get("matches", [])]
+
+
+def without_shortcuts(waf: Waf, monkeypatch: pytest.MonkeyPatch) -> None:
+    for bank in waf.acl.banks:
+        bank.sweep = bank.body = None
+    monkeypatch.setattr(statements.ValueMemo, "get", lambda self, text: None)
+
+
+def test_sweep_and_memo_leave_every_match_of_the_corpus_unchanged(monkeypatch):
+    samples = corpus.all_samples() + corpus.all_samples(heldout=True)
+    fast = counting_acl()
+    first = [matches(fast, s) for s in samples]
+    again = [matches(fast, s) for s in samples]  # the memo now knows every value
+    with monkeypatch.context() as m:
+        plain = counting_acl()
+        without_shortcuts(plain, m)
+        expected = [matches(plain, s) for s in samples]
+    assert sum(map(len, expected)) > 400  # the corpus does match, in many rules
+    assert first == expected
+    assert again == expected
+
+
+def joined_rules() -> list[dict[str, Any]]:
+    headers = {"all_headers": {"scope": "values", "exclude": ["cookie"]}}
+    return [
+        rule("ua", 1, {"regex": {"field": [{"header": "user-agent"}], "pattern": "sqlmap"}}),
+        rule("hdr", 2, {"regex": {"field": [headers], "pattern": "evil-marker"}}),
+        rule("seg", 3, {"regex": {"field": [{"path_segments": {}}], "pattern": "^admin$"}}),
+        rule("ck", 4, {"regex": {"field": [{"cookies": {"scope": "values"}}], "pattern": "^evil$"}}),
+        rule("qa", 5, {"regex": {"field": [{"all_query_args": {}}], "pattern": "^drop$"}}),
+    ]
+
+
+def test_a_clean_request_is_searched_through_the_sweep_only():
+    waf = make(*joined_rules())
+    ex = exchange(headers=[("host", "api.example.com"), ("user-agent", "curl/8.5"), ("cookie", "a=evil-marker")])
+    decision, _ = run(waf, ex)
+    assert decision is None  # the cookie is excluded from "hdr": the sweep saw it, the bank did not
+    view = ex.vars[STATE_VAR].ctx.view
+    (bank,) = waf.acl.banks
+    assert bank.sweep is not None and bank.sweep.source in view._raw
+    assert bank.pipe.source in view._raw  # the sweep found the marker: the bank's own fields decided
+
+    clean = exchange(headers=[("host", "api.example.com"), ("user-agent", "curl/8.5")])
+    assert run(waf, clean)[0] is None
+    view = clean.vars[STATE_VAR].ctx.view
+    assert bank.pipe.source not in view._raw  # nothing in the sweep: the bank's fields never extracted
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "rule_id"),
+    [
+        ("/api/items", [("user-agent", "sqlmap/1.7")], "ua"),
+        ("/api/items", [("x-note", "an evil-marker here")], "hdr"),
+        ("/v1/admin/users", [], "seg"),
+        ("/api/items", [("cookie", "a=1; b=evil")], "ck"),
+        ("/api/items?x=drop&y=2", [], "qa"),
+    ],
+)
+def test_the_sweep_keeps_what_a_bank_finds(path, headers, rule_id):
+    decision, _ = run(make(*joined_rules()), path=path, headers=[("host", "h"), *headers])
+    assert decision is not None and decision.response_type == "WAF_FILTERED" and decision.rule == rule_id
+
+
+def test_beyond_the_header_limit_the_banks_read_their_own_fields():
+    # the single header field sees a header past the 200 that all_headers (and the sweep) inspect
+    waf = make(rule("late", 1, {"regex": {"field": [{"header": "x-late"}], "pattern": "^bad$"}}))
+    headers = [("host", "h")] + [(f"x-h{i}", "v") for i in range(210)] + [("x-late", "bad")]
+    decision, _ = run(waf, path="/", headers=headers)
+    assert decision is not None and decision.rule == "late"
+
+
+def test_a_value_seen_before_is_not_checked_again(monkeypatch):
+    checked: list[str] = []
+    real = statements.detect.is_xss
+    monkeypatch.setattr(statements.detect, "is_xss", lambda t: checked.append(t) or real(t))
+    waf = make(rule("x", 1, {"xss": {"field": [{"all_query_args": {}}], "transformations": ["url_decode"]}}))
+    assert run(waf, path="/?q=%3Cb%3Ehi%3C/b%3E&r=1")[0] is None
+    assert checked == ["<b>hi</b>", "1"]
+    assert run(waf, path="/?q=%3Cb%3Ehi%3C/b%3E&r=1")[0] is None
+    assert checked == ["<b>hi</b>", "1"]
+    assert run(waf, path="/?q=%3Cb%3Ehi%3C/b%3E&r=2")[0] is None
+    assert checked == ["<b>hi</b>", "1", "2"]
+    blocked, details = run(waf, path="/?q=%3Cscript%3Ealert(1)%3C/script%3E")
+    assert blocked is not None and details[0]["matches"][0]["field"] == "query_arg:q"
+    assert run(waf, path="/?q=%3Cscript%3Ealert(1)%3C/script%3E")[0] is not None  # remembered as a hit
+
+
+def test_a_per_value_bank_remembers_each_raw_value(monkeypatch):
+    searched: list[bytes] = []
+    real = statements.search_bytes
+    monkeypatch.setattr(statements, "search_bytes", lambda rx, data: searched.append(data) or real(rx, data))
+    statement = {
+        "regex": {
+            "field": [{"all_query_args": {}}],
+            "pattern": r"\Acat/etc",
+            "transformations": ["url_decode", "cmd_line"],
+        }
+    }
+    waf = make(rule("cmd", 1, statement))
+    assert not waf.acl.banks[0].joined
+    assert run(waf, path="/?a=1&b=ok")[0] is None
+    assert len(searched) == 2
+    assert run(waf, path="/?a=1&b=ok")[0] is None
+    assert len(searched) == 2
+    decision, details = run(waf, path="/?a=1&c=c%5Eat%20/etc/passwd")
+    assert decision is not None and details[0]["matches"][0]["field"] == "query_arg:c"
+    assert len(searched) == 3  # only the new value
+
+
+def test_the_memo_is_bounded():
+    memo = statements.ValueMemo(size=3)
+    for i in range(3):
+        memo.put(f"v{i}", i)
+    assert len(memo) == 3 and memo.get("v2") == 2
+    memo.put("v3", 3)  # full: it starts over
+    assert len(memo) == 1 and memo.get("v0") is None and memo.get("v3") == 3
+    memo.put("x" * (statements.MEMO_MAX_LEN + 1), True)
+    assert memo.get("x" * (statements.MEMO_MAX_LEN + 1)) is None
