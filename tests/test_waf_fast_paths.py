@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mitmproxy import http
+from mitmproxy.test import tflow, tutils
 from test_waf import exchange, make, rule, run
 
+from addons.decision import Exchange
+from addons.policy.policyset import empty_policy_set
 from addons.waf import STATE_VAR, Waf, WebAclPolicy, statements
 from addons.waf.managed import all_groups_policy
 
@@ -68,7 +72,7 @@ def test_a_clean_request_is_searched_through_the_sweep_only():
     assert decision is None  # the cookie is excluded from "hdr": the sweep saw it, the bank did not
     view = ex.vars[STATE_VAR].ctx.view
     (bank,) = waf.acl.banks
-    assert bank.sweep is not None and bank.sweep.source in view._raw
+    assert bank.sweep is not None and "sweep" in view.memo()
     assert bank.pipe.source in view._raw  # the sweep found the marker: the bank's own fields decided
 
     clean = exchange(headers=[("host", "api.example.com"), ("user-agent", "curl/8.5")])
@@ -147,3 +151,37 @@ def test_the_memo_is_bounded():
     assert len(memo) == 1 and memo.get("v0") is None and memo.get("v3") == 3
     memo.put("x" * (statements.MEMO_MAX_LEN + 1), True)
     assert memo.get("x" * (statements.MEMO_MAX_LEN + 1)) is None
+
+
+def size_rule(comparison: str, size: int) -> dict[str, Any]:
+    statement = {"size_constraint": {"field": {"header": "x-data"}, "comparison": comparison, "size": size}}
+    return rule("big", 1, statement)
+
+
+@pytest.mark.parametrize(
+    ("comparison", "size", "value", "blocked"),
+    [
+        ("gt", 10, b"a" * 11, True),
+        ("gt", 10, b"a" * 10, False),
+        ("ge", 10, b"a" * 10, True),
+        ("ge", 11, b"a" * 10, False),
+        ("gt", 10, b"\xff" * 4, True),  # four invalid bytes read as four U+FFFD: 12 bytes of UTF-8
+        ("gt", 12, b"\xff" * 4, False),
+    ],
+)
+def test_larger_than_is_exact_at_the_bound(comparison, size, value, blocked):
+    waf = make(size_rule(comparison, size))
+    h = http.Headers([(b"host", b"h"), (b"x-data", value)])
+    f = tflow.tflow(req=tutils.treq(method=b"GET", path=b"/", headers=h, content=b""))
+    ex = Exchange(f, empty_policy_set())
+    assert (waf.method_request(ex) is not None) is blocked
+
+
+def test_a_small_request_is_not_measured_value_by_value():
+    waf = make(size_rule("gt", 4096))
+    ex = exchange(headers=[("host", "h"), ("x-data", "small")])
+    assert run(waf, ex)[0] is None
+    view = ex.vars[STATE_VAR].ctx.view
+    assert view.size_bound() < 4096 and not view._values  # no field was extracted
+    big = exchange(headers=[("host", "h"), ("x-data", "a" * 5000)])
+    assert run(waf, big)[0] is not None

@@ -133,6 +133,7 @@ class RequestView:
         cookie_limit: int = DEFAULT_COOKIE_LIMIT,
     ) -> None:
         self.method = method
+        self.target_len = len(target)
         path, _, query = target.partition(b"?")
         self.raw_path = _text(path)
         self.raw_query = _text(query)
@@ -201,6 +202,45 @@ class RequestView:
         if count < len(fields):
             return every[:count], True
         return every, False
+
+    def size_bound(self) -> int:
+        """No header-phase value is longer in UTF-8 than this: three bytes (U+FFFD for an invalid
+        byte) per byte of the method, target and header fields."""
+        got: int | None = self._memo.get("size_bound")
+        if got is None:
+            raw = len(self.method) + self.target_len + sum(len(k) + len(v) for k, v in self.header_fields)
+            got = self._memo["size_bound"] = 3 * raw
+        return got
+
+    def sweep_text(self, specs: tuple[FieldSpec, ...]) -> str:
+        """The sweep's values (statements.sweep_specs) joined by newlines, built without the
+        per-value locations a field's values carry: method, path, query string, path segments,
+        query argument names and values, header names and values, cookie names and values (the
+        last two within the inspection limits), as far as ``specs`` name them."""
+        got: str | None = self._memo.get("sweep")
+        if got is not None:
+            return got
+        kinds = {spec.kind for spec in specs}
+        parts: list[str] = []
+        if "method" in kinds:
+            parts.append(self.method)
+        if "uri_path" in kinds:
+            parts.append(self.raw_path)
+        if "query_string" in kinds:
+            parts.append(self.raw_query)
+        if "path_segments" in kinds:
+            parts.extend(self.raw_path.split("/"))
+        if "all_query_args" in kinds:
+            for _, raw_name, value in self.query_args():
+                parts.append(raw_name)
+                parts.append(value)
+        for kind, (items, _) in (("all_headers", self.inspected_headers()), ("cookies", self.inspected_cookies())):
+            if kind in kinds:
+                for name, value in items:
+                    parts.append(name)
+                    parts.append(value)
+        got = self._memo["sweep"] = SEP.join(parts)
+        return got
 
     def beyond_limits(self) -> bool:
         """Headers or cookies beyond the inspection limits: some values are cut or left out of
@@ -528,7 +568,9 @@ class RequestView:
     def _joined_text(self, pipe: Pipe) -> str:
         got = self._joined.get(pipe.uid)
         if got is None:
-            if pipe.parent is None:
+            if pipe.sweep:
+                got = self.sweep_text(pipe.fields)
+            elif pipe.parent is None:
                 got = SEP.join([text for _, text in self.raw(pipe)])
             else:
                 got = pipe.fn(self._joined_text(pipe.parent))
@@ -557,7 +599,7 @@ def _named(spec: FieldSpec, what: str, items: list[tuple[str, str]], over: bool)
 class Pipe:
     """Fields plus a transformation chain, interned at load so per-request memo keys are ints."""
 
-    __slots__ = ("chain", "fields", "fn", "parent", "source", "uid")
+    __slots__ = ("chain", "fields", "fn", "parent", "source", "sweep", "uid")
 
     def __init__(
         self, uid: int, source: int, fields: tuple[FieldSpec, ...], chain: tuple[str, ...], parent: Pipe | None
@@ -568,6 +610,7 @@ class Pipe:
         self.chain = chain
         self.parent = parent
         self.fn = transforms.TRANSFORMS[chain[-1]] if chain else transforms.none
+        self.sweep = False  # the root of the banks' sweep (joined text only, see sweep_text)
 
     @property
     def needs_body(self) -> bool:

@@ -232,6 +232,7 @@ class Bank:
         if not self.joined:
             return
         if any(not spec.needs_body for spec in self.specs):
+            self.pipes.get(sweep, ()).sweep = True  # its text is built directly (RequestView.sweep_text)
             self.sweep = self.pipes.get(sweep, self.chain)
         body = tuple(spec for spec in self.specs if spec.needs_body)
         if body:
@@ -487,12 +488,20 @@ class SizeLeaf(FieldLeaf):
         super().__init__(pipe)
         self._cmp = _COMPARE[comparison]
         self.size = size
+        # "larger than" over untransformed header-phase values: no value can be larger than the
+        # request line and header block (RequestView.size_bound), so a small request is decided
+        # without extracting anything
+        self._below: int | None = None
+        if not pipe.chain and not pipe.needs_body and comparison in ("gt", "ge"):
+            self._below = size + 1 if comparison == "gt" else size
 
     def match(self, ctx: Ctx) -> Hit | None:
         special = self.special(ctx)
         if special is not None:
             return special if isinstance(special, Hit) else None
         view = ctx.view
+        if self._below is not None and view.size_bound() < self._below:
+            return None
         raw = view.raw(self.pipe)
         texts = view.texts(self.pipe)
         for (location, _), text in zip(raw, texts, strict=True):
