@@ -185,3 +185,20 @@ def test_a_small_request_is_not_measured_value_by_value():
     assert view.size_bound() < 4096 and not view._values  # no field was extracted
     big = exchange(headers=[("host", "h"), ("x-data", "a" * 5000)])
     assert run(waf, big)[0] is not None
+
+
+def test_a_bank_over_single_values_reads_them_without_the_sweep():
+    narrow = rule("cl", 1, {"regex": {"field": [{"header": "content-length"}], "pattern": "[^0-9]"}})
+    waf = make(narrow)
+    assert waf.acl.banks[0].sweep is None and waf.acl.banks[0].body is None
+    assert run(waf, method="POST", headers=[("host", "h"), ("content-length", "2")], body=b"ok")[0] is None
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "blocked"), [("evil", b"fine", True), ("fine", b"evil", True), ("ok", b"", False)]
+)
+def test_a_bank_over_a_single_header_and_the_body_reads_both(header, body, blocked):
+    statement = {"regex": {"field": [{"header": "x-a"}, {"body": {}}], "pattern": "evil"}}
+    waf = make(rule("hb", 1, statement))
+    decision, _ = run(waf, method="POST", headers=[("host", "h"), ("x-a", header)], body=body)
+    assert (decision is not None) is blocked

@@ -41,6 +41,7 @@ MAX_MEM = 256 << 20  # RE2 program/DFA budget for one bank's combined pattern
 MEMO_SIZE = 8192  # raw values remembered per memo; it starts over when full
 MEMO_MAX_LEN = 512  # longer values are worked out every time
 _bank_ids = itertools.count(1)
+SWEPT_KINDS = frozenset({"all_headers", "cookies", "all_query_args", "path_segments"})  # many values each
 
 
 class ValueMemo:
@@ -232,6 +233,10 @@ class Bank:
         if not self.joined:
             return
         if any(not spec.needs_body for spec in self.specs):
+            # a bank over a few single values (a header, the path) reads them faster than the
+            # sweep, and the sweep would find its patterns (say, a non-digit) in every request
+            if not any(spec.kind in SWEPT_KINDS for spec in self.specs):
+                return
             self.pipes.get(sweep, ()).sweep = True  # its text is built directly (RequestView.sweep_text)
             self.sweep = self.pipes.get(sweep, self.chain)
         body = tuple(spec for spec in self.specs if spec.needs_body)
@@ -248,7 +253,7 @@ class Bank:
             data = view.joined(self.sweep)
             if data and search_bytes(self._alt, data):
                 return False
-        if self.body is not None:
+        if self.body is not None and view.body:  # an empty value never matches (see _match)
             data = view.joined(self.body)
             if data and search_bytes(self._alt, data):
                 return False
