@@ -20,6 +20,7 @@ refused it before the WAF saw it (listed separately); the corpus paths should be
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import statistics
@@ -27,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +107,9 @@ def report(per: dict[str, Any], verbose: bool) -> None:
 # -- cost -------------------------------------------------------------------------------------------
 
 
-def _exchanges(n: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes, vary: bool) -> list[Any]:
+def _exchanges(
+    n: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes, vary: bool | str, first: int = 0
+) -> list[Any]:
     from mitmproxy import http
     from mitmproxy.test import tflow, tutils
 
@@ -114,10 +118,13 @@ def _exchanges(n: int, method: str, target: str, headers: list[tuple[str, str]],
 
     policy = empty_policy_set()
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         h = list(headers)
         t = target
-        if vary:  # distinct values per request: no help from the detector caches
+        if vary == "all":  # every value new: nothing for the WAF's memo of values seen before
+            h = [(k, f"{v}{i}" if k == "cookie" else f"{v} r{i}") for k, v in h]
+            t = f"{target}{i}&r={i}x"
+        elif vary:  # a new user agent and query argument per request, the rest repeated as a client does
             h = [(k, f"{v} r{i}" if k == "user-agent" else v) for k, v in h]
             t = f"{target}&r={i}x"
         hh = http.Headers([(k.encode(), v.encode()) for k, v in h])
@@ -126,12 +133,18 @@ def _exchanges(n: int, method: str, target: str, headers: list[tuple[str, str]],
     return out
 
 
-def cost_us(waf: Waf, exchanges: list[Any], rounds: int = 5) -> float:
-    """Median over rounds of CPU µs per request (both WAF phases), measured with process time."""
+def cost_us(waf: Waf, exchanges: Callable[[int, int], list[Any]], n: int, rounds: int = 5) -> float:
+    """Median over rounds of CPU µs per request (both WAF phases), measured with process time.
+
+    ``exchanges(count, first)`` builds each round's requests just before it runs (numbered from
+    ``first``, so that varied values stay new across rounds), after a full collection: the garbage
+    collector runs as usual while timing, over the live objects of one round, not of all of them
+    (a proxy holds its in-flight flows, not thousands)."""
     per_round = []
-    chunk = len(exchanges) // rounds
+    chunk = n // rounds
     for r in range(rounds):
-        batch = exchanges[r * chunk : (r + 1) * chunk]
+        batch = exchanges(chunk, r * chunk)
+        gc.collect()
         start = time.process_time()
         for ex in batch:
             if waf.method_request(ex) is None:
@@ -183,18 +196,25 @@ def measure(n: int) -> dict[str, float]:
     method, target, headers = SMALL_GET
     body = json_4k()
     post_headers = [*headers, ("content-type", "application/json")]
+
+    def small_get(vary: bool | str) -> Callable[[int, int], list[Any]]:
+        return lambda count, first: _exchanges(count, method, target, headers, b"", vary, first)
+
+    def json_post(vary: bool | str) -> Callable[[int, int], list[Any]]:
+        return lambda count, first: _exchanges(count, "POST", "/api/v1/orders?x=1", post_headers, body, vary, first)
+
     out = {
-        "managed_small_get_us": cost_us(waf, _exchanges(n, method, target, headers, b"", vary=False)),
-        "managed_small_get_distinct_us": cost_us(waf, _exchanges(n, method, target, headers, b"", vary=True)),
-        "managed_json_4k_us": cost_us(waf, _exchanges(n, "POST", "/api/v1/orders?x=1", post_headers, body, vary=False)),
-        "managed_json_4k_distinct_us": cost_us(
-            waf, _exchanges(n, "POST", "/api/v1/orders?x=1", post_headers, body, vary=True)
-        ),
+        "managed_small_get_us": cost_us(waf, small_get(False), n),
+        "managed_small_get_distinct_us": cost_us(waf, small_get(True), n),
+        "managed_small_get_all_new_us": cost_us(waf, small_get("all"), n),
+        "managed_json_4k_us": cost_us(waf, json_post(False), n),
+        "managed_json_4k_distinct_us": cost_us(waf, json_post(True), n),
+        "managed_json_4k_all_new_us": cost_us(waf, json_post("all"), n),
         "json_4k_bytes": float(len(body)),
     }
     for k in (10, 100, 1000):
         custom = custom_regex_waf(k)
-        out[f"custom_regex_{k}_small_get_us"] = cost_us(custom, _exchanges(n, method, target, headers, b"", vary=True))
+        out[f"custom_regex_{k}_small_get_us"] = cost_us(custom, small_get(True), n)
     out["custom_regex_1000_over_10"] = out["custom_regex_1000_small_get_us"] / out["custom_regex_10_small_get_us"]
     return out
 

@@ -62,6 +62,8 @@ def joined_rules() -> list[dict[str, Any]]:
         rule("seg", 3, {"regex": {"field": [{"path_segments": {}}], "pattern": "^admin$"}}),
         rule("ck", 4, {"regex": {"field": [{"cookies": {"scope": "values"}}], "pattern": "^evil$"}}),
         rule("qa", 5, {"regex": {"field": [{"all_query_args": {}}], "pattern": "^drop$"}}),
+        # a second chain: a second bank over many values, so that the two share the sweep
+        rule("lc", 6, {"regex": {"field": ["all_headers"], "pattern": "^never$", "transformations": ["lowercase"]}}),
     ]
 
 
@@ -71,7 +73,7 @@ def test_a_clean_request_is_searched_through_the_sweep_only():
     decision, _ = run(waf, ex)
     assert decision is None  # the cookie is excluded from "hdr": the sweep saw it, the bank did not
     view = ex.vars[STATE_VAR].ctx.view
-    (bank,) = waf.acl.banks
+    (bank,) = [b for b in waf.acl.banks if not b.chain]
     assert bank.sweep is not None and "sweep" in view.memo()
     assert bank.pipe.source in view._raw  # the sweep found the marker: the bank's own fields decided
 
@@ -202,3 +204,10 @@ def test_a_bank_over_a_single_header_and_the_body_reads_both(header, body, block
     waf = make(rule("hb", 1, statement))
     decision, _ = run(waf, method="POST", headers=[("host", "h"), ("x-a", header)], body=body)
     assert (decision is not None) is blocked
+
+
+def test_a_single_bank_reads_its_own_fields():
+    statement = {"regex": {"field": ["all_query_args", {"header": "user-agent"}], "pattern": "badword"}}
+    waf = make(rule("one", 1, statement))
+    assert waf.acl.banks[0].sweep is None
+    assert run(waf, path="/?q=badword")[0] is not None

@@ -274,14 +274,12 @@ class Bank:
             if not data or not search_bytes(self._alt, data):
                 memo[self.uid] = got
                 return got
-        texts: list[str] | None = None
         remembered = self.memo
+        transform = self.pipe.transform
         for i, (_, raw) in enumerate(view.raw(self.pipe)):
             matched = remembered.get(raw)
             if matched is None:
-                if texts is None:
-                    texts = view.texts(self.pipe)
-                matched = self._match(texts[i])
+                matched = self._match(transform(raw))
                 remembered.put(raw, matched)
             for j in matched:
                 got.setdefault(j, []).append(i)
@@ -321,9 +319,12 @@ class BankRegistry:
 
     def compile(self) -> None:
         sweep = sweep_specs(spec for bank in self.banks.values() if bank.joined for spec in bank.specs)
+        # the sweep pays when several banks share it; one bank reads its own fields faster
+        shared = sum(1 for b in self.banks.values() if b.joined and any(s.kind in SWEPT_KINDS for s in b.specs)) > 1
         for bank in self.banks.values():
             bank.compile()
-            bank.use_sweep(tuple(self.pipes.spec(s) for s in sweep))
+            if shared:
+                bank.use_sweep(tuple(self.pipes.spec(s) for s in sweep))
 
 
 def sweep_specs(specs: Iterator[FieldSpec]) -> list[FieldSpec]:
@@ -451,7 +452,7 @@ class DetectorLeaf(FieldLeaf):
             check = self._check
             remembered = self.memo
             seen: dict[str, bool] = {}  # bodies repeat values (enums, flags): check each one once
-            texts: list[str] | None = None
+            transform = self.pipe.transform
             flagged = []
             for i, (location, raw_text) in enumerate(view.raw(self.pipe)):
                 if location == "xml":
@@ -460,9 +461,7 @@ class DetectorLeaf(FieldLeaf):
                 if hit is None:
                     hit = remembered.get(raw_text)
                     if hit is None:
-                        if texts is None:
-                            texts = view.texts(self.pipe)
-                        t = texts[i]
+                        t = transform(raw_text)
                         hit = bool(t) and check(t)
                         remembered.put(raw_text, hit)
                     seen[raw_text] = hit
