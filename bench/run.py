@@ -166,6 +166,16 @@ WAF_POLICY = (
         for i, g in enumerate(MANAGED_GROUPS)
     )
 )
+# Each request with a user agent and a query argument of its own (the other headers repeat, as a
+# client's do): the WAF cannot answer from what it remembers of values seen before.
+VARY_SCRIPT = """\
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0 r" .. n
+  return wrk.format(nil, wrk.path .. "?page=" .. n)
+end
+"""
 # A browser-like API call: the managed groups inspect every header, the cookies, path and query.
 WAF_HEADERS = (
     ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"),
@@ -185,11 +195,13 @@ class Variant:
     description: str
     policies: dict[str, str] = field(default_factory=dict)  # file name -> text; sidegate only
     headers: tuple[tuple[str, str], ...] = ()  # sent by wrk and the probes on every request
+    wrk_script: str = ""  # a wrk Lua script (wrk -s) shaping each request, if any
     env: tuple[tuple[str, str], ...] = ()  # extra environment of the proxy process
     expect_route: str = TARGET_ROUTE
     expect_headers: tuple[str, ...] = ()  # response headers the probe must see
     redis: bool = False  # the policy names the script's redis-server (REDIS_URL placeholder)
     bar: tuple[str, float] | None = None  # (baseline variant, minimum ratio of requests/s)
+    compare: str = ""  # a baseline whose ratio is reported without a bar
 
     @property
     def sidegate(self) -> bool:
@@ -247,6 +259,22 @@ VARIANT_LIST = (
         {"api.yaml": ROUTES_20, "waf.yaml": WAF_POLICY},
         headers=WAF_HEADERS,
         bar=("sidegate-empty-browser-headers", 0.70),
+    ),
+    Variant(
+        "sidegate-empty-browser-varied",
+        "sidegate-empty-browser-headers, each request with its own user agent and query argument (wrk -s)",
+        expect_route="$default",
+        headers=WAF_HEADERS,
+        wrk_script=VARY_SCRIPT,
+    ),
+    Variant(
+        "sidegate-waf-managed-varied",
+        "sidegate-waf-managed, each request with its own user agent and query argument (wrk -s): what the WAF "
+        "costs when values are new (reported beside the bar, which wrk's identical requests measure)",
+        {"api.yaml": ROUTES_20, "waf.yaml": WAF_POLICY},
+        headers=WAF_HEADERS,
+        wrk_script=VARY_SCRIPT,
+        compare="sidegate-empty-browser-varied",
     ),
     Variant(
         "sidegate-throttle-memory",
@@ -584,11 +612,13 @@ def run_wrk(
     seconds: float,
     args: argparse.Namespace,
     headers: tuple[tuple[str, str], ...] = (),
+    script: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     argv = [
         wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "5s", "--latency",
         *(a for name, value in headers for a in ("-H", f"{name}: {value}")),
+        *(("-s", str(script)) if script is not None else ()),
         f"http://{LOOPBACK}:{port}{TARGET_PATH}",
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -784,13 +814,17 @@ def measure(
             acao = headers.get("access-control-allow-origin")
             if acao is not None and acao != BENCH_ORIGIN:
                 raise RuntimeError(f"{variant}: access-control-allow-origin is {acao!r}, expected {BENCH_ORIGIN!r}")
-        warm, _ = run_wrk(children, wrk, port, args.warmup, args, spec.headers)
+        script = None
+        if spec.wrk_script:
+            script = work / f"{variant}.lua"
+            script.write_text(spec.wrk_script)
+        warm, _ = run_wrk(children, wrk, port, args.warmup, args, spec.headers, script)
         procs0 = process_cpu_table()
         if redis is not None:
             rcpu0 = cpu_seconds(redis.proc.pid)
             calls0 = redis.script_calls() if spec.redis else 0
         cpu0, bcpu0, sys0 = cpu_seconds(proc.pid), cpu_seconds(backend.pid), system_busy_seconds()
-        result, _ = run_wrk(children, wrk, port, args.duration, args, spec.headers)
+        result, _ = run_wrk(children, wrk, port, args.duration, args, spec.headers, script)
         cpu1, bcpu1, sys1 = cpu_seconds(proc.pid), cpu_seconds(backend.pid), system_busy_seconds()
         if redis is not None:
             rcpu1 = cpu_seconds(redis.proc.pid)
@@ -921,6 +955,7 @@ def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
         out[variant] = row
     rounds = sorted({m.round for m in measurements})
     baselines = {"mitmdump", "sidegate-empty"} | {v.bar[0] for v in VARIANT_LIST if v.bar is not None}
+    baselines |= {v.compare for v in VARIANT_LIST if v.compare}
     for baseline in sorted(baselines):
         suffix = baseline.replace("-", "_")
         base = out[baseline]["rps_median"] if baseline in out else None
@@ -990,6 +1025,16 @@ def bars(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
         out.append({"variant": v.name, "baseline": baseline, "minimum": minimum, "ratio": ratio, "met": met,
                     "text": text})  # fmt: skip
+    return out
+
+
+def compared(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """Ratios reported without a bar (``Variant.compare``)."""
+    out = []
+    for v in VARIANT_LIST:
+        if v.compare and v.name in summary and v.compare in summary:
+            ratio = summary[v.name].get("ratio_to_" + v.compare.replace("-", "_"))
+            out.append(f"{v.name} {fmt(ratio, 3)} of {v.compare} requests/s (median, same run; no bar)")
     return out
 
 
@@ -1436,6 +1481,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines += ["", f"redis-server CPU per request (median µs): {redis_cpu}."]
         if result.get("bars"):
             lines += ["", "Bars (same run):", ""] + [f"- {b['text']}" for b in result["bars"]]
+            lines += [f"- also: {line}" for line in compared(result.get("summary", {}))]
     micro = result.get("microbench", [])
     if micro:
         lines += [
@@ -1811,6 +1857,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(summary)
         for b in result["bars"]:
             print(f"  bar: {b['text']}")
+        for line in compared(summary):
+            print(f"  also: {line}")
     for mb in micro:
         print(f"\nmicrobench {mb['variant']} ({mb['policy']}; {mb['path']} → {mb['route']}), mean µs/request:")
         for h in mb["wall_us"]:
