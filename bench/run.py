@@ -1194,6 +1194,23 @@ def throttle_specs() -> list[Any]:
     ]
 
 
+def waf_costs(requests: int) -> dict[str, Any]:
+    """Issue 5's in-process WAF figures, from the tree under test: a small GET and a 4 KB JSON body
+    with every managed group, and 10, 100 and 1,000 custom regex rules (bar: 1,000 cost at most 3 times 10)."""
+    sys.path.insert(0, str(SOURCE / "bench"))
+    try:
+        import waf_eval
+    finally:
+        sys.path.remove(str(SOURCE / "bench"))
+    out: dict[str, Any] = dict(waf_eval.measure(requests))
+    ratio = out["custom_regex_1000_over_10"]
+    met = ratio <= 3.0
+    verdict = "met" if met else "NOT met"
+    text = f"1,000 custom regex rules cost {ratio:.2f} times what 10 cost (bar: at most 3) → {verdict}"
+    out["bar"] = {"ratio": ratio, "met": met, "text": text}
+    return out
+
+
 def micro_throttle_memory(iterations: int, warmup: int) -> dict[str, Any]:
     """``MemoryStore.acquire`` with three BucketSpecs, timed per call (monotonic clock read included)."""
     import gc
@@ -1503,6 +1520,18 @@ def markdown(result: dict[str, Any]) -> str:
             + " | ".join(f"**{mb['wall_total_us']:.1f}** / {mb['checkpoint_us_total']:.1f}" for mb in micro)
             + " |"
         )
+    waf = result.get("waf_cost_us")
+    if waf:
+        lines += [
+            "",
+            "WAF, all nine managed groups, in-process CPU µs per request (`bench/waf_eval.py`; 'distinct': a new "
+            "user agent and query argument per request; 'all new': every value new):",
+            "",
+            "| measurement | µs |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {k} | {v:.1f} |" for k, v in waf.items() if k != "bar"]
+        lines += ["", f"- {waf['bar']['text']}"]
     throttle = result.get("microbench_throttle", [])
     if throttle:
         lines += [
@@ -1682,6 +1711,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[dict[str, Any]] = []
     micro: list[dict[str, Any]] = []
     micro_throttle: list[dict[str, Any]] = []
+    waf_cost: dict[str, Any] = {}
     memory: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
     redis: RedisServer | None = None
@@ -1792,6 +1822,13 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append({"variant": "microbench throttle memory", "round": 0, "error": repr(e)})
                 print(f"bench: throttle decision (memory) failed: {e!r}", file=sys.stderr)
             asyncio.run(all_micro())
+            wait_quiet(min(args.quiet_wait, 30))
+            print("bench: WAF cost per request (bench/waf_eval.py's measurements) ...", flush=True)
+            try:
+                waf_cost = waf_costs(args.iterations)
+            except Exception as e:
+                failures.append({"variant": "microbench waf", "round": 0, "error": repr(e)})
+                print(f"bench: WAF cost failed: {e!r}", file=sys.stderr)
         if redis is not None:
             children.stop(redis.proc)
 
@@ -1845,6 +1882,7 @@ def main(argv: list[str] | None = None) -> int:
         "discarded_disturbed": discarded,
         "microbench": micro,
         "microbench_throttle": micro_throttle,
+        "waf_cost_us": waf_cost,
         "memory_many_clients": memory,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
@@ -1873,6 +1911,12 @@ def main(argv: list[str] | None = None) -> int:
             + (f"; PING round trip p50 {t['ping']['p50_us']:.2f} µs" if "ping" in t else "")
             + (f"; {t['store_errors']} store errors" if t.get("store_errors") else "")
         )
+    if waf_cost:
+        print("\nWAF, all nine managed groups, in-process CPU µs per request (bench/waf_eval.py):")
+        for key, value in waf_cost.items():
+            if key != "bar":
+                print(f"  {key:<40} {value:8.1f}")
+        print(f"  bar: {waf_cost['bar']['text']}")
     for mem in memory:
         print(f"\nmemory, {mem['kind']}: {mem['verdict']}")
         print("  " + ", ".join(f"{x['keys'] // 1000}k {x['rss_mb']:.1f}" for x in mem["samples"]) + " (MB)")
