@@ -33,8 +33,18 @@ _SQLI_HIGH = re.compile(
 _STATEMENT = re.compile(r"\s*(?:select|with|insert|update|delete|create|alter|show|explain|describe)\b", re.IGNORECASE)
 # Style attributes with plain CSS (rich-text editors emit them) are not script: libinjection's
 # XSS check flags any style attribute, so a value it flags is checked again with them removed.
+# Plain: no markup, escapes or comments, and no function but colours and sizes (rgb(), calc()...):
+# url(), expression() and the like stay.
+_CSS_FUNCTION = r"(?:rgba?|hsla?|calc|var|min|max|clamp)\("
 _PLAIN_STYLE = re.compile(
-    r"""\sstyle\s*=\s*(?:"[^"<>\\(]*"|'[^'<>\\(]*')""",
+    rf"""\sstyle\s*=\s*(?:"(?:[^"<>\\(/]|{_CSS_FUNCTION})*"|'(?:[^'<>\\(/]|{_CSS_FUNCTION})*')""",
+    re.IGNORECASE,
+)
+# ... and so is an https iframe with layout attributes only (a video or map embed from an editor):
+# no script URL, srcdoc or event handler, which stay.
+_EMBED = re.compile(
+    r"""<iframe(?:\s+(?:src\s*=\s*["']https://[^"'<>\s]+["']|(?:width|height|frameborder|title|loading"""
+    r"""|referrerpolicy|allow)\s*=\s*["'][^"'<>]*["']|allowfullscreen))+\s*/?>(?:\s*</iframe\s*>)?""",
     re.IGNORECASE,
 )
 # ... and so are document-level tags of a complete HTML document (an email template).
@@ -53,8 +63,8 @@ def _raw_xss(text: str) -> bool:
     if not result["is_xss"]:
         return False
     lowered = text.lower()
-    if "style" in lowered or "<meta" in lowered or "<!doctype" in lowered:
-        stripped = _DOCUMENT_TAGS.sub(" ", _PLAIN_STYLE.sub(" ", text))
+    if "style" in lowered or "<meta" in lowered or "<!doctype" in lowered or "<iframe" in lowered:
+        stripped = _EMBED.sub(" ", _DOCUMENT_TAGS.sub(" ", _PLAIN_STYLE.sub(" ", text)))
         if "http-equiv" not in lowered and stripped != text:
             return bool(cast(dict[str, Any], libinjection.is_xss(stripped))["is_xss"])
     return True

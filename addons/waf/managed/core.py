@@ -155,7 +155,10 @@ RULES: list[dict[str, Any]] = [
             r"%e0%[89][0-9a-f]%[0-9a-f]{2}",
             r"%f0%8[0-9a-f]%[0-9a-f]{2}%[0-9a-f]{2}",
             r"%u[0-9a-f]{4}",
-            r"%25(?:2e|2f|5c|00|0a|0d|3c|3e|27|22|25)",
+            r"%25(?:2e|00|0a|0d|3c|3e|27|22|25)",
+            # a double-encoded slash alone is how a URL inside a URL-encoded value encodes its own
+            # %2F; next to dots it is a traversal
+            r"(?:\.|%2e)%25(?:2f|5c)|%25(?:2f|5c)(?:\.|%2e)",
         ),
         LOWER,
     ),
@@ -229,6 +232,24 @@ RULES: list[dict[str, Any]] = [
         [SEGMENTS, QUERY, HEADERS, COOKIES],
         r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]",
         DECODE,
+    ),
+    rx(
+        "waf/core-017",
+        170,
+        "remote file inclusion: a URL ending in '?' (the appended extension becomes its query), or a text "
+        "or include file on a bare IP address, as a whole query argument or form field",
+        [QUERY, {"form": {}}],
+        alt(
+            r"^\s*(?:https?|ftps?)://[^\s?#]+\?\s*$",
+            r"^\s*(?:https?|ftps?)://\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?/[^\s?#]*\.(?:txt|inc)\b",
+        ),
+        DECODE,
+    ),
+    stmt(
+        "waf/core-018",
+        180,
+        "a User-Agent header sent empty: scripts and scanners do that, browsers and SDKs send a name",
+        {"size_constraint": {"field": {"header": "user-agent"}, "comparison": "eq", "size": 0}},
     ),
 ]
 

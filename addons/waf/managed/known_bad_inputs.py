@@ -74,6 +74,7 @@ RULES: list[dict[str, Any]] = [
             r"(?i:com\.sun\.rowset\.jdbcrowsetimpl)",
             r"(?i:org\.springframework\.beans\.factory\.config\.)",
             r"(?i:com\.sun\.org\.apache\.xalan\.internal\.xsltc\.trax\.templatesimpl)",
+            r"(?i:!!(?:javax?|com\.sun|org\.(?:apache|springframework|hibernate)|sun)\.[\w.$]+\s*[\[({])",
         ),
         ["url_decode", "html_entity_decode"],
     ),

@@ -15,6 +15,11 @@ _OPS = (
     r"(?:where|ne|eq|gt|gte|lt|lte|in|nin|regex|exists|or|and|nor|not|expr|function|accumulator|elemmatch|all|size"
     r"|type|mod|text|jsonschema|lookup|graphlookup|unionwith|merge|out|set|unset|rename|eval|options|natural|comment)"
 )
+# operators that run code, negate, test existence or reach other collections, in any use
+_RISKY = (
+    r"(?:where|ne|nin|not|nor|regex|exists|expr|function|accumulator|eval|lookup|graphlookup|unionwith|merge|out"
+    r"|jsonschema|elemmatch)"
+)
 _JSON_KEYS: Any = {"json_body": {"scope": "keys", "invalid_fallback": "none"}}
 _KEYS: list[Any] = [{"all_query_args": {"scope": "keys"}}, {"form": {"scope": "keys"}}, {"cookies": {"scope": "keys"}}]
 _VALUES: list[Any] = [QUERY, COOKIES, {"form": {}}, {"all_headers": {"exclude": ["cookie"]}}]
@@ -39,9 +44,14 @@ RULES: list[dict[str, Any]] = [
     rx(
         "waf/nosql_and_prototype-003",
         30,
-        "JSON with an operator key smuggled inside a query argument, cookie, form field or header",
+        "JSON with an operator key smuggled inside a query argument, cookie, form field or header: an operator "
+        "that runs code, negates or tests existence, or a comparison against nothing ($gt: '', $ne: null); a "
+        "comparison with a real value is what filter APIs (Parse, Strapi) take",
         _VALUES,
-        rf"[{{,]\s*[\"']?\${_OPS}[\"']?\s*:",
+        alt(
+            rf"[{{,]\s*[\"']?\${_RISKY}[\"']?\s*:",
+            rf"[{{,]\s*[\"']?\${_OPS}[\"']?\s*:\s*(?:\"\"|''|null\b|true\b|\{{\s*\}}|\[\s*(?:\]|\{{\s*\}}))",
+        ),
         DECODE,
     ),
     rx(
@@ -52,6 +62,7 @@ RULES: list[dict[str, Any]] = [
         alt(
             r"\$where\b.{0,40}(?:sleep|function|this\.|return)",
             r"';\s*(?:return\s+(?:true|1)|sleep\s*\(\d+\)|while\s*\(\s*true\s*\))",
+            r"['\"]\s*;\s*return\s+[\w$.]+\s*[(;]",
             r"\|\|\s*['\"]?1['\"]?\s*==\s*['\"]?1",
             r"\bthis\.\w+\s*(?:==|!=)\s*['\"][^'\"]*['\"]\s*(?:\|\||&&)",
         ),

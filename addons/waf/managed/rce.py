@@ -142,4 +142,12 @@ RULES: list[dict[str, Any]] = [
         r"\(\s*\)\s*\{\s*[^}]{0,20};\s*\}\s*;",
         DECODE,
     ),
+    rx(
+        "waf/rce-011",
+        95,
+        "a path spelled with shell wildcards from its first directory on: /???/??t /???/p??s?? (/bin/cat /etc/passwd)",
+        NOT_BODY,
+        r"(?:^|[\s;|&`$(])/\w*\?[\w?]*/\w*[?*][\w?*]*",
+        _RAW,
+    ),
 ]

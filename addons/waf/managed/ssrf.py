@@ -130,7 +130,7 @@ RULES: list[dict[str, Any]] = [
         60,
         "URL schemes that let a fetcher talk to arbitrary services or files",
         _FIELDS,
-        r"\b(?:gopher|dict|file|tftp|ldaps?|jar|netdoc|sftp|telnet|smb|rmi|iiop)://",
+        r"\b(?:gopher|dict|file|tftp|ldaps?|jar|netdoc|telnet|smb|rmi|iiop)://",
         _CHAIN,
     ),
     rx(

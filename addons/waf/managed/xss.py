@@ -63,9 +63,14 @@ RULES: list[dict[str, Any]] = [
     rx(
         "waf/xss-013",
         130,
-        "elements that load or embed active content",
+        "elements that load or embed active content; an iframe only with a script, data or plain-http source, "
+        "srcdoc or a handler (an https embed from a rich-text editor is content, not script)",
         EVERYWHERE,
-        r"<\s*(?:iframe|frame|frameset|object|embed|applet|base|isindex|portal|xss|import)\b|<\s*meta\b[^>]*http-equiv",
+        alt(
+            r"<\s*(?:frame|frameset|object|embed|applet|base|isindex|portal|xss|import)\b|<\s*meta\b[^>]*http-equiv",
+            r"<\s*iframe\b[^>]*(?:\bsrc\s*=\s*[\"'`]?\s*(?:[a-z0-9+.-]*script|data|http|//|[^\"'`\s>]*\\)[^s]"
+            r"|\bsrcdoc\b|\bon[a-z]+\s*=|\bsrc\s*=\s*[^\"'`\sh])",
+        ),
         DECODE_JS,
     ),
     rx(
@@ -102,7 +107,8 @@ RULES: list[dict[str, Any]] = [
         alt(
             r"<\s*(?:svg|math)\b[^>]*>\s*<\s*(?:animate|set|script|a|maction|mtext)\b",
             r"<\s*(?:animate|set)\b[^>]*\battributename\s*=",
-            r"</\s*(?:title|textarea|style|noscript|template|xmp|noembed|iframe)\s*>\s*<\s*[a-z]",
+            r"</\s*(?:title|textarea|style|noscript|template|xmp|noembed|iframe)\s*>\s*<\s*(?:script|img|svg|math"
+            r"|iframe|object|embed|body|details|video|audio|input|form|base|link|meta|style|marquee|[a-z]+\s[^>]*\bon[a-z]+\s*=)",
             r"<!--.*?-->\s*<\s*(?:script|img|svg|iframe)",
         ),
         DECODE_JS,
