@@ -55,7 +55,8 @@ class PluginSlot:
     source: str  # "policies/api.yaml:1"
     fail_open: bool = False  # an internal error lets the request pass (chosen by the concern's policy)
     # The plugin runs at this checkpoint only for these request methods (``<method>_only_for``
-    # on the plugin, e.g. CORS preflights); other requests skip it without a trace entry.
+    # on the plugin, e.g. CORS preflights); other requests skip it without a trace entry. An empty
+    # set leaves the checkpoint out altogether (a hook the plugin's configuration does not need).
     only_for: frozenset[str] | None = None
 
 
@@ -68,6 +69,8 @@ def slots_for(plugin: object, *, enforced: bool, source: str) -> dict[str, Plugi
         method = getattr(plugin, method_name, None)
         if callable(method):
             only_for = getattr(plugin, f"{method_name}_only_for", None)
+            if only_for is not None and not only_for:
+                continue
             out[method_name] = PluginSlot(
                 name,
                 method,

@@ -248,3 +248,21 @@ async def test_plugin_runs_only_for_the_methods_it_names(make_gateway, backend):
     refused = await drive(gate, flow("/books/1", method="DELETE"))
     assert refused.response.status_code == 403
     assert refused.metadata["sidegate"]["rejected_by"] == "delete_only"
+
+
+def test_an_empty_method_list_leaves_the_checkpoint_out():
+    from addons.plugins import slots_for
+
+    class Hooks:
+        name = "hooks"
+        method_response_only_for: tuple[str, ...] = ()
+
+        def method_request(self, ex):
+            return None
+
+        def method_response(self, ex):
+            return None
+
+    assert set(slots_for(Hooks(), enforced=True, source="x.yaml:1")) == {"method_request"}
+    Hooks.method_response_only_for = ("GET",)
+    assert set(slots_for(Hooks(), enforced=True, source="x.yaml:1")) == {"method_request", "method_response"}

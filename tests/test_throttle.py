@@ -229,6 +229,19 @@ async def test_ratelimit_headers_on_success_and_switched_off(make_gateway, backe
     assert "ratelimit" not in g.response.headers and "ratelimit" not in f.request.headers
 
 
+async def test_admitted_answers_skip_the_response_checkpoint_unless_they_get_headers(make_gateway, backend, clock):
+    plain = throttle(routes={"GET /books": {"rate": 1, "burst": 5}})
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": plain}, upstream=backend.url)
+    f = await drive(gate, req())
+    steps = [(e["checkpoint"], e["plugin"]) for e in f.metadata["sidegate"]["trace"]]
+    assert ("method_request", "throttle") in steps and ("method_response", "throttle") not in steps
+    assert "ratelimit" not in f.response.headers
+    on = throttle(rate_limit_headers_on_success=True, routes={"GET /books": {"rate": 1, "burst": 5}})
+    _, gate2 = make_gateway({"api.yaml": API, "t.yaml": on}, upstream=backend.url)
+    g = await drive(gate2, req())
+    assert ("method_response", "throttle") in [(e["checkpoint"], e["plugin"]) for e in g.metadata["sidegate"]["trace"]]
+
+
 def test_policy_errors(tmp_path):
     from conftest import write_policies
 

@@ -45,6 +45,9 @@ class Throttle:
         self._trusted = tuple(policy.trusted_proxies)
         self._headers = policy.rate_limit_headers
         self._headers_on_success = policy.rate_limit_headers_on_success
+        if not (self._headers and self._headers_on_success):
+            # method_response only adds RateLimit headers to admitted requests' answers
+            self.method_response_only_for: frozenset[str] = frozenset()
 
         self._default_enforced = (policy.mode or ("enforce" if enforced else "report")) == "enforce"
 
