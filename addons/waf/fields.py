@@ -34,6 +34,13 @@ MAX_COOKIES = 200
 SEP = "\n"
 
 Value = tuple[str, str]  # (location, text)
+# The header-phase field kinds, each with the family whose sweep values hold all it can yield
+SWEEP_FAMILY = {
+    "method": "method", "uri_path": "uri_path", "query_string": "query_string", "path_segments": "path_segments",
+    "query_arg": "all_query_args", "all_query_args": "all_query_args", "header": "all_headers",
+    "all_headers": "all_headers", "cookie": "cookies", "cookies": "cookies",
+}  # fmt: skip
+SWEEP_ALL = frozenset(SWEEP_FAMILY.values())
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.){0,65536})"(\s*:)?')
 _XML_TEXT = re.compile(r'>([^<]+)<|\s[\w:.-]+\s*=\s*"([^"]*)"')
 _BOUNDARY = re.compile(r'boundary="?([^";,]+)"?', re.IGNORECASE)
@@ -213,14 +220,19 @@ class RequestView:
         return got
 
     def sweep_text(self, specs: tuple[FieldSpec, ...]) -> str:
-        """The sweep's values (statements.sweep_specs) joined by newlines, built without the
+        """The sweep's values (statements.sweep_specs) joined by newlines."""
+        return SEP.join(self.sweep_parts(frozenset(SWEEP_FAMILY[spec.kind] for spec in specs)))
+
+    def sweep_parts(self, kinds: frozenset[str]) -> list[str]:
+        """The raw values of these header-phase families (``SWEEP_FAMILY`` values), without the
         per-value locations a field's values carry: method, path, query string, path segments,
         query argument names and values, header names and values, cookie names and values (the
-        last two within the inspection limits), as far as ``specs`` name them."""
-        got: str | None = self._memo.get("sweep")
+        last two within the inspection limits). A superset of what any field of those families
+        yields while the request is within the limits (``beyond_limits``)."""
+        key = ("sweep", kinds)
+        got: list[str] | None = self._memo.get(key)
         if got is not None:
             return got
-        kinds = {spec.kind for spec in specs}
         parts: list[str] = []
         if "method" in kinds:
             parts.append(self.method)
@@ -239,8 +251,8 @@ class RequestView:
                 for name, value in items:
                     parts.append(name)
                     parts.append(value)
-        got = self._memo["sweep"] = SEP.join(parts)
-        return got
+        self._memo[key] = parts
+        return parts
 
     def beyond_limits(self) -> bool:
         """Headers or cookies beyond the inspection limits: some values are cut or left out of

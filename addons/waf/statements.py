@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import re2
 
 from addons.waf import detect, transforms
-from addons.waf.fields import FieldSpec, Pipe, Pipes, RequestView
+from addons.waf.fields import SWEEP_ALL, SWEEP_FAMILY, FieldSpec, Pipe, Pipes, RequestView
 from addons.waf.ipsets import IpSet, addresses_to_inspect
 from addons.waf.models import ForwardedIp
 
@@ -435,6 +435,10 @@ class DetectorLeaf(FieldLeaf):
         self.key = (kind, high, pipe.uid)
         self.high = high
         self.memo = memo if memo is not None else ValueMemo()  # raw value -> verdict (shared per chain)
+        # over header-phase fields only: decided at once when no value of the request's sweep is
+        # flagged (one verdict per request for every leaf sharing the memo)
+        self._swept = all(spec.kind in SWEEP_FAMILY for spec in pipe.fields)
+        self._swept_key = ("detector sweep", id(self.memo))
         self._check: Callable[[str], bool]
         if kind == "sqli":
             self._check = (lambda t: detect.is_sqli(t, high=True)) if high else detect.is_sqli
@@ -447,6 +451,8 @@ class DetectorLeaf(FieldLeaf):
             return special if isinstance(special, Hit) else None
         view = ctx.view
         memo = view.memo()
+        if self._swept and self._sweep_clean(view, memo):
+            return None
         flagged: list[int] | None = memo.get(self.key)
         if flagged is None:
             check = self._check
@@ -475,6 +481,25 @@ class DetectorLeaf(FieldLeaf):
             if ctx.allowed(raw[i][0]):
                 return Hit(raw[i][0], view.texts(self.pipe)[i], self.chain)
         return None
+
+    def _sweep_clean(self, view: RequestView, memo: dict[Any, Any]) -> bool:
+        """No value of the request's header-phase sweep is flagged (so none of this leaf's is)."""
+        clean: bool | None = memo.get(self._swept_key)
+        if clean is None:
+            clean = not view.beyond_limits()
+            if clean:
+                check, remembered, transform = self._check, self.memo, self.pipe.transform
+                for raw_text in view.sweep_parts(SWEEP_ALL):
+                    hit = remembered.get(raw_text)
+                    if hit is None:
+                        t = transform(raw_text)
+                        hit = bool(t) and check(t)
+                        remembered.put(raw_text, hit)
+                    if hit:
+                        clean = False
+                        break
+            memo[self._swept_key] = clean
+        return clean
 
 
 _COMPARE: dict[str, Callable[[int, int], bool]] = {
