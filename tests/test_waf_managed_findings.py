@@ -155,3 +155,9 @@ def test_a_path_spelled_with_wildcards_is_stopped(waf):
         verdict(waf, path="/api/v1/search?host=%3B%2F%3F%3F%3F%2F%3F%3Ft%20%2F%3F%3F%3F%2Fp%3F%3Fs%3F%3F") is not None
     )
     assert verdict(waf, path="/api/v1/search?q=what%3F%20where%3F%20when%3F") is None
+
+
+def test_a_font_shorthand_with_a_slash_is_plain_css(waf):
+    html = '<p style="font: 12px/1.5 Arial, sans-serif; color: hsl(0, 0%, 20%)">Body text</p>'
+    assert verdict(waf, **json_post("content_html", html)) is None
+    assert verdict(waf, **json_post("content_html", '<p style="x: exp/**/ression(alert(1))">x</p>')) is not None

@@ -33,11 +33,11 @@ _SQLI_HIGH = re.compile(
 _STATEMENT = re.compile(r"\s*(?:select|with|insert|update|delete|create|alter|show|explain|describe)\b", re.IGNORECASE)
 # Style attributes with plain CSS (rich-text editors emit them) are not script: libinjection's
 # XSS check flags any style attribute, so a value it flags is checked again with them removed.
-# Plain: no markup, escapes or comments, and no function but colours and sizes (rgb(), calc()...):
+# Plain: no markup or escapes, and no function but colours and sizes (rgb(), calc()...):
 # url(), expression() and the like stay.
 _CSS_FUNCTION = r"(?:rgba?|hsla?|calc|var|min|max|clamp)\("
 _PLAIN_STYLE = re.compile(
-    rf"""\sstyle\s*=\s*(?:"(?:[^"<>\\(/]|{_CSS_FUNCTION})*"|'(?:[^'<>\\(/]|{_CSS_FUNCTION})*')""",
+    rf"""\sstyle\s*=\s*(?:"(?:[^"<>\\(]|{_CSS_FUNCTION})*"|'(?:[^'<>\\(]|{_CSS_FUNCTION})*')""",
     re.IGNORECASE,
 )
 # ... and so is an https iframe with layout attributes only (a video or map embed from an editor):
