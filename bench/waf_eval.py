@@ -50,7 +50,10 @@ def send(url: str, sample: corpus.Sample, timeout: float) -> str | None:
     """How the request was stopped: "waf" (403 WAF_FILTERED), "proxy" (a 400 gateway answer: the
     proxy's own HTTP validation refused it before any plugin, e.g. a smuggling-prone
     Transfer-Encoding), or None (it reached the backend)."""
-    headers = {k: v for k, v in sample.headers if k.lower() not in ("host", "content-length")}
+    # UTF-8 on the wire, as the in-process run builds them (http.client sends str headers as Latin-1)
+    headers = {
+        k: v.encode("utf-8").decode("latin-1") for k, v in sample.headers if k.lower() not in ("host", "content-length")
+    }
     req = urllib.request.Request(
         url.rstrip("/") + sample.target, data=sample.body or None, method=sample.method, headers=headers
     )
