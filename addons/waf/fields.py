@@ -611,7 +611,7 @@ def _named(spec: FieldSpec, what: str, items: list[tuple[str, str]], over: bool)
 class Pipe:
     """Fields plus a transformation chain, interned at load so per-request memo keys are ints."""
 
-    __slots__ = ("_fns", "chain", "fields", "fn", "parent", "source", "sweep", "uid")
+    __slots__ = ("chain", "fields", "fn", "parent", "source", "sweep", "uid")
 
     def __init__(
         self, uid: int, source: int, fields: tuple[FieldSpec, ...], chain: tuple[str, ...], parent: Pipe | None
@@ -622,7 +622,6 @@ class Pipe:
         self.chain = chain
         self.parent = parent
         self.fn = transforms.TRANSFORMS[chain[-1]] if chain else transforms.none
-        self._fns = tuple(transforms.TRANSFORMS[name] for name in chain)
         self.sweep = False  # the root of the banks' sweep (joined text only, see sweep_text)
 
     @property
@@ -631,9 +630,7 @@ class Pipe:
 
     def transform(self, text: str) -> str:
         """One value through the chain (what ``RequestView.texts`` gives for each value)."""
-        for fn in self._fns:
-            text = fn(text)
-        return text
+        return transforms.apply(self.chain, text)
 
 
 class Pipes:

@@ -329,17 +329,11 @@ class BankRegistry:
 
 def sweep_specs(specs: Iterator[FieldSpec]) -> list[FieldSpec]:
     """The header-phase components that hold every value the given specs can yield (within the
-    inspection limits): one spec per family, names and values, no include or exclude lists."""
-    kinds = {spec.kind for spec in specs if not spec.needs_body}
-    sweep = [FieldSpec(k) for k in ("method", "uri_path", "query_string", "path_segments") if k in kinds]
-    for family, spec in (
-        ({"query_arg", "all_query_args"}, FieldSpec("all_query_args", scope="all")),
-        ({"header", "all_headers"}, FieldSpec("all_headers", scope="all")),
-        ({"cookie", "cookies"}, FieldSpec("cookies", scope="all")),
-    ):
-        if kinds & family:
-            sweep.append(spec)
-    return sweep
+    inspection limits): one spec per family (``SWEEP_FAMILY``), names and values, no include or
+    exclude lists."""
+    families = {SWEEP_FAMILY[spec.kind] for spec in specs if not spec.needs_body}
+    named = ("all_query_args", "all_headers", "cookies")  # names as well as values
+    return [FieldSpec(f, scope="all" if f in named else "values") for f in sorted(families)]
 
 
 # -- nodes ---------------------------------------------------------------------------------------
