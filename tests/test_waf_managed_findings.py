@@ -161,3 +161,11 @@ def test_a_font_shorthand_with_a_slash_is_plain_css(waf):
     html = '<p style="font: 12px/1.5 Arial, sans-serif; color: hsl(0, 0%, 20%)">Body text</p>'
     assert verdict(waf, **json_post("content_html", html)) is None
     assert verdict(waf, **json_post("content_html", '<p style="x: exp/**/ression(alert(1))">x</p>')) is not None
+
+
+@pytest.mark.parametrize(
+    "src",
+    ["//static.example.net/embed", "http://video.example/embed", "java\tscript:alert(1)", "JaVaScRiPt:alert(1)", "x"],
+)
+def test_an_iframe_whose_source_is_not_https_is_stopped(waf, src):
+    assert verdict(waf, **json_post("content_html", f'<iframe src="{src}"></iframe>')) is not None
