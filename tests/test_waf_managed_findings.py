@@ -169,3 +169,20 @@ def test_a_font_shorthand_with_a_slash_is_plain_css(waf):
 )
 def test_an_iframe_whose_source_is_not_https_is_stopped(waf, src):
     assert verdict(waf, **json_post("content_html", f'<iframe src="{src}"></iframe>')) is not None
+
+
+@pytest.mark.parametrize(
+    ("src", "stopped"),
+    [
+        ("https://www.youtube-nocookie.com/embed/x", False),
+        ("//static.example.net/embed", True),
+        ("java\tscript:alert(1)", True),
+        ("http://video.example/embed", True),
+    ],
+)
+def test_xss_013_alone_judges_an_iframe_by_its_source(src, stopped):
+    only_013 = [{"id": "m-xss", "priority": 1, "managed_group": "xss",
+                 "disabled_rules": ["waf/xss-00*", "waf/xss-01[!3]"]}]  # fmt: skip
+    waf = Waf(WebAclPolicy.model_validate({"kind": "WebAcl", "rules": only_013}), "waf.yaml:1", enforced=True)
+    assert [r.id for r in waf.acl.rules] == ["waf/xss-013"]
+    assert (verdict(waf, **json_post("content_html", f'<iframe src="{src}"></iframe>')) == "waf/xss-013") is stopped
