@@ -495,14 +495,20 @@ def test_rule_matches_are_counted_for_metrics():
 # -- policy loading -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def webacl_kind(monkeypatch):
+def load_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, text: str) -> str:
+    """The PolicyError loading ``policies/waf.yaml`` with ``text`` gives (kind: WebAcl registered)."""
     monkeypatch.setitem(policy_models.KINDS, "WebAcl", WebAclPolicy)
-
-
-def test_policy_errors_name_file_line_and_field(tmp_path, webacl_kind):
     (tmp_path / "policies").mkdir()
-    (tmp_path / "policies" / "waf.yaml").write_text(
+    (tmp_path / "policies" / "waf.yaml").write_text(text)
+    with pytest.raises(PolicyError) as e:
+        load_documents(tmp_path / "policies")
+    return str(e.value)
+
+
+def test_policy_errors_name_file_line_and_field(tmp_path, monkeypatch):
+    text = load_error(
+        tmp_path,
+        monkeypatch,
         "kind: WebAcl\n"
         "rules:\n"
         "  - id: backref\n"
@@ -513,11 +519,8 @@ def test_policy_errors_name_file_line_and_field(tmp_path, webacl_kind):
         "  - id: typo\n"
         "    priority: 2\n"
         "    action: blok\n"
-        "    statement: {byte_match: {field: uri_path, value: x}}\n"
+        "    statement: {byte_match: {field: uri_path, value: x}}\n",
     )
-    with pytest.raises(PolicyError) as e:
-        load_documents(tmp_path / "policies")
-    text = str(e.value)
     assert "policies/waf.yaml:7:" in text and "rules[0].statement.regex.pattern: invalid regular expression" in text
     assert "policies/waf.yaml:10:" in text and "expected one of: allow, block, count" in text
 

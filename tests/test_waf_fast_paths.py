@@ -34,16 +34,10 @@ def matches(waf: Waf, sample: corpus.Sample) -> list[tuple[Any, ...]]:
     return [(m["rule"], m["field"], m["excerpt"]) for d in detail["phases"] for m in d.get("matches", [])]
 
 
-def leaves(node: Any) -> Any:
-    yield node
-    for child in getattr(node, "children", None) or ([node.child] if hasattr(node, "child") else []):
-        yield from leaves(child)
-
-
 def without_shortcuts(waf: Waf, monkeypatch: pytest.MonkeyPatch) -> None:
     for bank in waf.acl.banks:
         bank.sweep = bank.body = None
-    detectors = [n for r in waf.acl.rules for n in leaves(r.node) if isinstance(n, statements.DetectorLeaf)]
+    detectors = [n for r in waf.acl.rules for n in statements.walk(r.node) if isinstance(n, statements.DetectorLeaf)]
     assert detectors
     for leaf in detectors:
         leaf._swept = False

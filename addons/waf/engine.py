@@ -30,6 +30,7 @@ from addons.waf.models import Action, BlockResponse, FieldToMatch, Statement, Wa
 from addons.waf.rate import RateHit, RateLeaf, RateStore, SharedRate, memory_rate_store
 from addons.waf.statements import (
     And,
+    BankLeaf,
     BankRegistry,
     Ctx,
     DetectorLeaf,
@@ -43,6 +44,7 @@ from addons.waf.statements import (
     ValueMemo,
     byte_pattern,
     regex_text,
+    walk,
 )
 
 EXCERPT_CHARS = 64
@@ -446,15 +448,7 @@ def _rule_selected(rule: CompiledRule, ref: str) -> bool:
 
 
 def _banks_of(node: Node) -> Iterator[Any]:
-    from addons.waf.statements import BankLeaf
-
-    if isinstance(node, BankLeaf):
-        yield node.bank
-    for child in getattr(node, "children", ()) or ():
-        yield from _banks_of(child)
-    child = getattr(node, "child", None)
-    if isinstance(child, Node):
-        yield from _banks_of(child)
+    return (leaf.bank for leaf in walk(node) if isinstance(leaf, BankLeaf))
 
 
 def excerpt(hit: Hit) -> str:

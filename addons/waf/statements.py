@@ -572,6 +572,16 @@ class LabelLeaf(Node):
         return None
 
 
+def walk(node: Node) -> Iterator[Node]:
+    """A statement tree's nodes, depth first."""
+    yield node
+    for child in getattr(node, "children", None) or ():
+        yield from walk(child)
+    child = getattr(node, "child", None)
+    if isinstance(child, Node):
+        yield from walk(child)
+
+
 class And(Node):
     def __init__(self, children: list[Node]) -> None:
         self.children = children
