@@ -7,6 +7,7 @@ cheaply than extra top-level addons (DESIGN.md section 6). Their order is the pi
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class Sidegate:
     async def running(self) -> None:
         self._running = True
         self.errorpages.install()
+        settle_heap()
         if ctx.options.sidegate_admin:
             host, port = parse_listen(ctx.options.sidegate_admin)
             try:
@@ -168,6 +170,8 @@ class Sidegate:
                 log.error("sidegate: policy reload rejected, the last good policy set keeps serving: %s", issue)
             return False
         self.install(new)
+        if self._running:
+            settle_heap()  # the replaced set's cycles are collected, the new set is set aside
         self._signature = _signature(directory, new.watched_files)
         self.metrics.reloads.labels("ok").inc()
         log.info("sidegate: policy generation %d loaded from %s (%s)", new.generation, directory, new.summary())
@@ -271,6 +275,22 @@ class Sidegate:
             policy_generation=ex.policy.generation,
             error=error,
         )
+
+
+def settle_heap() -> None:
+    """Set the long-lived objects aside from the cyclic garbage collector.
+
+    After startup the heap holds some hundreds of thousands of objects that live as long as the
+    process (mitmproxy, the policy set, compiled rules). Each request leaves cyclic garbage
+    behind (in mitmproxy, aiohttp and exception tracebacks), so the collector runs often, and every
+    full collection walked all of those objects: 5 to 10% of a busy sidecar's CPU time went to
+    collections. ``gc.freeze`` moves what exists now into a generation the collector skips. On a
+    reload the earlier objects are returned first (``gc.unfreeze``) and collected with the
+    replaced policy set, so nothing that becomes garbage later stays behind for good.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _summary(ex: Exchange, status: int | None, outcome: str, error: str | None) -> str:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--rounds 3] [--quick]
                                   [--variants a,b,...] [--skip-e2e] [--skip-micro] [--skip-memory]
+                                  [--paired-slices 10] [--paired-slice 2] [--paired-rounds 4]
 
 One run does all of this, sequentially, on loopback only:
 
@@ -24,6 +25,11 @@ One run does all of this, sequentially, on loopback only:
    disturbed, flagged and left out of the medians when a clean run of that variant exists.
    Each sidegate run's access log is read in full: every request must be a 200 from the expected
    route without flags (a Redis store error is a ``store_unavailable`` flag);
+   then measures every bar again side by side (``--paired-*``): the variant's and its baseline's
+   proxies run at once, and short ``wrk`` slices alternate between them (baseline, variant;
+   variant, baseline; ...), so that the machine's slow drift falls on both, over several fresh
+   pairs of processes; the bars are decided on these figures. ``sidegate-empty`` is also measured
+   against a second instance of itself, which shows how far the method strays from 1.0;
 4. runs in-process microbenchmarks: the four checkpoints per policy (µs per request; the backend
    call is replaced by setting a prepared response), and the throttle decision alone
    (``MemoryStore.acquire`` / ``await RedisStore.acquire`` with three buckets);
@@ -43,6 +49,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import re
 import resource
 import secrets
@@ -672,7 +679,13 @@ class Measurement:
     redis_cpu_us_per_req: float | None = None  # the throttle-redis variant's redis-server CPU
 
 
-def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work: Path) -> list[str]:
+def access_log_path(work: Path, variant: str, instance: str = "") -> Path:
+    return work / f"access-{variant}{instance}.log"
+
+
+def proxy_argv(
+    variant: str, backend_port: int, port: int, admin_port: int, work: Path, instance: str = ""
+) -> list[str]:
     reverse = f"reverse:http://{LOOPBACK}:{backend_port}"
     if variant == "mitmdump":
         return [
@@ -690,7 +703,7 @@ def proxy_argv(variant: str, backend_port: int, port: int, admin_port: int, work
         "--set", f"listen_host={LOOPBACK}",
         "--set", f"listen_port={port}",
         "--set", f"sidegate_policies={policies}",
-        "--set", f"sidegate_access_log={work / f'access-{variant}.log'}",
+        "--set", f"sidegate_access_log={access_log_path(work, variant, instance)}",
         "--set", f"sidegate_admin={LOOPBACK}:{admin_port}",
         "--set", "sidegate_reload_interval=0",
     ]  # fmt: skip
@@ -773,28 +786,22 @@ def access_log_check(path: Path, expect_route: str | None = None, max_cut: int =
     }
 
 
-def measure(
-    children: Children, wrk: str, variant: str, backend: subprocess.Popen[bytes], backend_port: int,
-    work: Path, args: argparse.Namespace, rnd: int, position: int, redis: RedisServer | None = None,
-) -> Measurement:  # fmt: skip
+def start_proxy(
+    children: Children, variant: str, backend_port: int, work: Path, log: Path, instance: str = ""
+) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+    """Start one variant's proxy on free ports and probe it: (process, port, checks). The probe must
+    answer 200 (and carry the variant's expected headers); the caller stops the process.
+    ``instance`` tells apart two proxies of the same variant running at once (their access logs)."""
     spec = VARIANTS_BY_NAME[variant]
     port, admin_port = free_port(), free_port()
     while admin_port == port:
         admin_port = free_port()
-    log = work / f"{variant}-r{rnd}.out"
-    access = work / f"access-{variant}.log"
-    access.unlink(missing_ok=True)
-    waited = wait_quiet(args.quiet_wait)
-    if spec.redis:
-        if redis is None:
-            raise RuntimeError(f"{variant} needs the redis-server")
-        redis.reset()  # no buckets, command statistics from zero
-    proc = children.start(proxy_argv(variant, backend_port, port, admin_port, work), log=log, env_extra=spec.env)
-    ours = {backend.pid, os.getpid()} | ({redis.proc.pid} if redis is not None else set())
-    redis_cpu = rcpu0 = rcpu1 = None
+    access_log_path(work, variant, instance).unlink(missing_ok=True)
+    argv = proxy_argv(variant, backend_port, port, admin_port, work, instance)
+    proc = children.start(argv, log=log, env_extra=spec.env)
     try:
         wait_port(port, proc)
-        checks: dict[str, Any] = {"waited_for_quiet_s": waited}
+        checks: dict[str, Any] = {}
         status, headers, body = http_get(port, TARGET_PATH, headers=spec.headers)
         checks["probe_status"] = status
         checks["probe_body"] = body[:200].decode(errors="replace")
@@ -814,10 +821,39 @@ def measure(
             acao = headers.get("access-control-allow-origin")
             if acao is not None and acao != BENCH_ORIGIN:
                 raise RuntimeError(f"{variant}: access-control-allow-origin is {acao!r}, expected {BENCH_ORIGIN!r}")
-        script = None
-        if spec.wrk_script:
-            script = work / f"{variant}.lua"
-            script.write_text(spec.wrk_script)
+    except BaseException:
+        children.stop(proc)
+        raise
+    return proc, port, checks
+
+
+def wrk_script(work: Path, variant: str) -> Path | None:
+    spec = VARIANTS_BY_NAME[variant]
+    if not spec.wrk_script:
+        return None
+    script = work / f"{variant}.lua"
+    script.write_text(spec.wrk_script)
+    return script
+
+
+def measure(
+    children: Children, wrk: str, variant: str, backend: subprocess.Popen[bytes], backend_port: int,
+    work: Path, args: argparse.Namespace, rnd: int, position: int, redis: RedisServer | None = None,
+) -> Measurement:  # fmt: skip
+    spec = VARIANTS_BY_NAME[variant]
+    log = work / f"{variant}-r{rnd}.out"
+    access = access_log_path(work, variant)
+    waited = wait_quiet(args.quiet_wait)
+    if spec.redis:
+        if redis is None:
+            raise RuntimeError(f"{variant} needs the redis-server")
+        redis.reset()  # no buckets, command statistics from zero
+    proc, port, checks = start_proxy(children, variant, backend_port, work, log)
+    checks["waited_for_quiet_s"] = waited
+    ours = {backend.pid, os.getpid()} | ({redis.proc.pid} if redis is not None else set())
+    redis_cpu = rcpu0 = rcpu1 = None
+    try:
+        script = wrk_script(work, variant)
         warm, _ = run_wrk(children, wrk, port, args.warmup, args, spec.headers, script)
         procs0 = process_cpu_table()
         if redis is not None:
@@ -915,6 +951,172 @@ def measure(
     )
 
 
+# -- paired measurement of the bars --------------------------------------------------------------
+
+
+def measure_paired(
+    children: Children, wrk: str, variant: str, baseline: str, backend: subprocess.Popen[bytes],
+    backend_port: int, work: Path, args: argparse.Namespace, redis: RedisServer | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One bar, measured with its two proxies running side by side: short ``wrk`` slices alternate
+    between them (baseline then variant, variant then baseline, ...), each proxy idle while the
+    other is loaded. The separate 10-second runs of the rounds lie a minute or more apart, and on
+    this kind of machine identical configurations drift apart by up to 8% over that time; here the
+    two sides of every pair are seconds apart and swap places from pair to pair, so slow drift
+    falls on both alike. A process also keeps its own small speed advantage or handicap for life
+    (memory layout, hash seeds: two instances of one configuration differed by 3%), so the pairs
+    are spread over ``--paired-rounds`` fresh pairs of processes, started in alternating order.
+    With ``variant == baseline`` (two instances of one configuration) it measures how far the
+    method itself strays from 1.0."""
+    names = (baseline, variant)
+    instances = ("", "-b") if variant == baseline else ("", "")
+    specs = [VARIANTS_BY_NAME[n] for n in names]
+    if any(spec.redis for spec in specs) and redis is None:
+        raise RuntimeError(f"{variant}/{baseline} need the redis-server")
+    scripts = [wrk_script(work, n) for n in names]
+    slices: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    waited = 0.0
+    for rnd in range(args.paired_rounds):
+        if any(spec.redis for spec in specs):
+            redis.reset()  # type: ignore[union-attr]
+        waited += wait_quiet(args.quiet_wait)
+        started: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+        round_checks: dict[int, dict[str, Any]] = {}
+        try:
+            for side in (0, 1) if rnd % 2 == 0 else (1, 0):
+                n, instance = names[side], instances[side]
+                log = work / f"{n}{instance}-paired-r{rnd}.out"
+                proc, port, round_checks[side] = start_proxy(children, n, backend_port, work, log, instance)
+                started[side] = (proc, port)
+            for side in (0, 1):
+                run_wrk(children, wrk, started[side][1], args.warmup, args, specs[side].headers, scripts[side])
+            pids = [backend.pid, started[0][0].pid, started[1][0].pid] + ([redis.proc.pid] if redis else [])
+            for i in range(args.paired_slices):
+                for side in (0, 1) if i % 2 == 0 else (1, 0):
+                    slices.append(
+                        paired_slice(children, wrk, args, started[side][1], specs[side], scripts[side], pids, side)
+                    )
+                    slices[-1].update({"round": rnd, "pair": rnd * args.paired_slices + i})
+            for side in (0, 1):
+                proc = started[side][0]
+                n, instance, spec = names[side], instances[side], specs[side]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{n}{instance} exited with {proc.returncode} during the paired run")
+                if spec.sidegate:  # each slice and the warm-up end with up to one request in flight per connection
+                    cut = (args.paired_slices + 1) * (args.connections + 1)
+                    path = access_log_path(work, n, instance)
+                    round_checks[side].update(access_log_check(path, spec.expect_route, max_cut=cut))
+        finally:
+            for proc, _ in started.values():
+                children.stop(proc)
+            for n, instance in zip(names, instances, strict=True):
+                access_log_path(work, n, instance).unlink(missing_ok=True)
+        checks += [dict(round_checks[side], side=("baseline", "variant")[side], round=rnd) for side in (0, 1)]
+    return {
+        "variant": variant,
+        "baseline": baseline,
+        "slice_seconds": args.paired_slice,
+        "rounds": args.paired_rounds,
+        "waited_for_quiet_s": waited,
+        **paired_summary(slices),
+        "access_log_ok": all(c.get("access_log_ok") is not False for c in checks),
+        "checks": checks,
+        "slices": slices,
+    }
+
+
+def paired_slice(
+    children: Children, wrk: str, args: argparse.Namespace, port: int, spec: Variant, script: Path | None,
+    pids: list[int], side: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One wrk slice against one side of a pair; ``pids``: backend, baseline, variant (, redis)."""
+    cpu0 = [cpu_seconds(pid) for pid in pids]
+    busy0 = system_busy_seconds()
+    result, _ = run_wrk(children, wrk, port, args.paired_slice, args, spec.headers, script)
+    busy1 = system_busy_seconds()
+    used = [
+        b - a if a is not None and b is not None else 0.0 for a, b in zip(cpu0, map(cpu_seconds, pids), strict=True)
+    ]
+    other = None if busy0 is None or busy1 is None else busy1 - busy0 - sum(used) - result.get("wrk_cpu_s", 0)
+    seconds = result.get("seconds") or args.paired_slice
+    return {
+        "side": "variant" if side else "baseline",
+        "rps": result["rps"],
+        "requests": result.get("requests", 0),
+        "seconds": seconds,
+        "proxy_cpu_s": round(used[1 + side], 3),
+        "errors": result.get("non_2xx_3xx", 0) + sum(result.get("socket_errors", {}).values()),
+        "other_cpu_s": None if other is None else round(other, 2),
+        "disturbed": other is not None and other > 0.1 * seconds,
+    }
+
+
+def paired_summary(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The variant's requests/s over the baseline's, from the pairs of slices that no other load
+    disturbed (all pairs if none is clean): each side's requests over its seconds, summed over the
+    pairs; also each round's and each pair's ratio and the proxies' CPU per request.
+
+    The 95% interval resamples rounds (pairs of processes), then pairs within each chosen round,
+    with replacement (fixed seed: reproducible), so that it covers both the slice-to-slice noise
+    and each process's own lasting speed."""
+    pairs = sorted({s["pair"] for s in slices})
+    clean = {p for p in pairs if not any(s["disturbed"] for s in slices if s["pair"] == p)}
+    used = [p for p in pairs if p in clean] or pairs
+    by_pair: dict[int, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {p: ([], []) for p in used}
+    for s in slices:
+        if s["pair"] in by_pair:
+            by_pair[s["pair"]][s["side"] == "variant"].append(s)
+    rounds: dict[int, list[int]] = {}
+    for p in used:
+        rounds.setdefault(by_pair[p][0][0]["round"] if by_pair[p][0] else 0, []).append(p)
+
+    def ratio(chosen: list[int]) -> float | None:
+        totals = [[0, 0.0], [0, 0.0]]  # requests, seconds per side
+        for p in chosen:
+            for side in (0, 1):
+                for s in by_pair[p][side]:
+                    totals[side][0] += s["requests"]
+                    totals[side][1] += s["seconds"]
+        if not (totals[0][0] and totals[0][1] and totals[1][1]):
+            return None
+        return (totals[1][0] / totals[1][1]) / (totals[0][0] / totals[0][1])
+
+    def cpu_us(side: int) -> float | None:
+        rows = [s for p in used for s in by_pair[p][side]]
+        requests = sum(s["requests"] for s in rows)
+        return round(sum(s["proxy_cpu_s"] for s in rows) * 1e6 / requests, 1) if requests else None
+
+    rng = random.Random(0)
+    boot = []
+    for _ in range(2000 if len(used) > 1 else 0):
+        chosen = [rng.choice(rounds[r]) for r in rng.choices(list(rounds), k=len(rounds)) for _ in rounds[r]]
+        if (value := ratio(chosen)) is not None:
+            boot.append(value)
+    boot.sort()
+    interval = [round(boot[int(0.025 * len(boot))], 3), round(boot[int(0.975 * len(boot)) - 1], 3)] if boot else None
+    per_pair = [round(r, 3) for p in used if (r := ratio([p])) is not None]
+    per_round = [round(r, 3) for ps in rounds.values() if (r := ratio(ps)) is not None]
+    overall = ratio(used)
+    base_cpu, var_cpu = cpu_us(0), cpu_us(1)
+    return {
+        "pairs": len(pairs),
+        "pairs_used": len(used),
+        "disturbed_pairs": len(pairs) - len(clean),
+        "ratio": None if overall is None else round(overall, 3),
+        "ratio_interval_95": interval,
+        "ratio_per_round": per_round,
+        "ratio_per_pair": per_pair,
+        "ratio_per_pair_median": round(statistics.median(per_pair), 3) if per_pair else None,
+        "proxy_cpu_us_per_req_baseline": base_cpu,
+        "proxy_cpu_us_per_req_variant": var_cpu,
+        # the baseline's CPU per request over the variant's: what the throughput ratio would be if
+        # the proxy alone set the pace
+        "cpu_ratio": round(base_cpu / var_cpu, 3) if base_cpu and var_cpu else None,
+        "errors": sum(s["errors"] for s in slices),
+    }
+
+
 def summarise(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
     """Median of each figure over the rounds, per variant (and best rps for reference)."""
     out: dict[str, dict[str, Any]] = {}
@@ -998,8 +1200,28 @@ def access_log_problems(ms: list[Measurement]) -> dict[str, int]:
     return out
 
 
-def bars(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each variant's bar: median requests/s ratio to its baseline, no errors, access log as expected."""
+def paired_runs(slices: int, chosen: str = "") -> list[tuple[str, str]]:
+    """(variant, baseline) of every bar whose two sides are in this run, and, with sidegate-empty,
+    sidegate-empty against a second instance of itself (how far the method strays from 1.0); or the
+    pairs chosen with ``--pairs variant:baseline,...``."""
+    if not slices:
+        return []
+    if chosen:
+        return [cast(tuple[str, str], tuple(p.split(":", 1))) for p in chosen.split(",") if p.strip()]
+    runs = [
+        (v.name, v.bar[0])
+        for v in VARIANT_LIST
+        if v.bar is not None and v.name in VARIANTS and v.bar[0] in VARIANTS and v.bar[0] != "mitmdump"
+    ]
+    return ([("sidegate-empty", "sidegate-empty")] if "sidegate-empty" in VARIANTS else []) + runs
+
+
+def bars(summary: dict[str, dict[str, Any]], paired: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each variant's bar: requests/s ratio to its baseline, no errors, access log as expected.
+
+    Decided on the paired measurement where there is one (both proxies side by side, alternating
+    slices: see ``measure_paired``), else on the median over the rounds; both figures are shown."""
+    by_variant = {(p["variant"], p["baseline"]): p for p in paired or ()}
     out = []
     for v in VARIANT_LIST:
         if v.bar is None or v.name not in summary:
@@ -1007,13 +1229,17 @@ def bars(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         baseline, minimum = v.bar
         row = summary[v.name]
         key = "ratio_to_" + baseline.replace("-", "_")
-        ratio = row.get(key) if baseline in summary else None
-        errs = row["non_2xx_3xx_total"] + row["socket_errors_total"]
-        log_ok = row.get("access_log_ok") is not False
+        sequential = row.get(key) if baseline in summary else None
+        pair = by_variant.get((v.name, baseline))
+        errs = row["non_2xx_3xx_total"] + row["socket_errors_total"] + (pair["errors"] if pair else 0)
+        log_ok = row.get("access_log_ok") is not False and (pair is None or pair["access_log_ok"])
+        ratio = pair["ratio"] if pair is not None else sequential
         met = ratio is not None and ratio >= minimum and not errs and log_ok
+        figures = f"median of the rounds {sequential:.3f}" if sequential is not None else f"no {baseline} figure"
+        if pair is not None and pair["ratio"] is not None:
+            figures = f"side by side {paired_text(pair)}; {figures}"
         text = (
-            f"{v.name} ≥ {minimum:.0%} of {baseline} requests/s (same run): "
-            + (f"ratio {ratio:.3f} (median)" if ratio is not None else f"no {baseline} figure")
+            f"{v.name} ≥ {minimum:.0%} of {baseline} requests/s (same run): {figures}"
             + f" → {'met' if met else 'NOT met'}"
             + (f"; {errs} non-2xx/socket errors" if errs else "")
             + (
@@ -1023,7 +1249,8 @@ def bars(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 f"in {row.get('access_log_lines_total')} requests logged over all runs"
             )
         )
-        out.append({"variant": v.name, "baseline": baseline, "minimum": minimum, "ratio": ratio, "met": met,
+        out.append({"variant": v.name, "baseline": baseline, "minimum": minimum, "ratio": ratio,
+                    "ratio_sequential": sequential, "ratio_paired": pair["ratio"] if pair else None, "met": met,
                     "text": text})  # fmt: skip
     return out
 
@@ -1496,6 +1723,8 @@ def markdown(result: dict[str, Any]) -> str:
         }
         if redis_cpu:
             lines += ["", f"redis-server CPU per request (median µs): {redis_cpu}."]
+        if result.get("paired"):
+            lines += ["", *paired_lines(result["paired"])]
         if result.get("bars"):
             lines += ["", "Bars (same run):", ""] + [f"- {b['text']}" for b in result["bars"]]
             lines += [f"- also: {line}" for line in compared(result.get("summary", {}))]
@@ -1575,6 +1804,29 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_text(p: dict[str, Any]) -> str:
+    pairs = p["ratio_per_pair"]
+    spread = f"single pairs {min(pairs)} to {max(pairs)}, median {p['ratio_per_pair_median']}" if pairs else "no pair"
+    interval = p.get("ratio_interval_95")
+    return (
+        f"{fmt(p['ratio'], 3)}"
+        + (f" (95% interval {interval[0]} to {interval[1]})" if interval else "")
+        + f" over {p['pairs_used']} pairs of {p['slice_seconds']:g}-s slices from {p['rounds']} pairs of processes "
+        f"(per pair of processes {p['ratio_per_round']}; {spread}; proxy CPU per request "
+        f"{p['proxy_cpu_us_per_req_baseline']} → {p['proxy_cpu_us_per_req_variant']} µs)"
+        + (f"; {p['disturbed_pairs']} pair(s) disturbed by other load, left out" if p["disturbed_pairs"] else "")
+    )
+
+
+def paired_lines(paired: list[dict[str, Any]]) -> list[str]:
+    """One line per side-by-side measurement (see ``measure_paired``)."""
+    out = []
+    for p in paired:
+        what = "a second instance of itself" if p["variant"] == p["baseline"] else p["baseline"]
+        out.append(f"side by side: {p['variant']} over {what}: {paired_text(p)}")
+    return out
+
+
 def access_log_text(row: dict[str, Any]) -> str:
     ok = row.get("access_log_ok")
     return "n/a" if ok is None else ("all 200, expected route" if ok else "**FAILED**")
@@ -1640,7 +1892,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="measurements per variant, alternating order (default 3)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of wrk warm-up per proxy (default 2)")
     parser.add_argument("--iterations", type=int, default=5000, help="microbenchmark requests (default 5000)")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 2 rounds, 1 s warm-up, 2000 iterations")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s runs, 2 rounds, 1 s warm-up, one pair of proxies with 2 paired 1 s slices, 2000 iterations",
+    )
     parser.add_argument("--skip-micro", action="store_true", help="no in-process microbenchmarks")
     parser.add_argument(
         "--variants",
@@ -1663,6 +1919,23 @@ def main(argv: list[str] | None = None) -> int:
         default=60,
         help="before each measurement wait up to this many seconds for the machine to be idle (default 60)",
     )
+    parser.add_argument(
+        "--paired-slices",
+        type=int,
+        default=10,
+        help="after the rounds, measure each bar again with both proxies side by side: this many pairs of "
+        "alternating wrk slices per pair of proxies (default 10; 0: none)",
+    )
+    parser.add_argument("--paired-slice", type=float, default=2, help="seconds per paired slice (default 2)")
+    parser.add_argument(
+        "--paired-rounds", type=int, default=4, help="fresh pairs of proxies per side-by-side measurement (default 4)"
+    )
+    parser.add_argument(
+        "--pairs",
+        default="",
+        help="side-by-side measurements to make instead of the bars', as variant:baseline,... (any two variants, "
+        "or one twice)",
+    )
     parser.add_argument("--label", default="", help="free text naming what was measured (kept in the JSON)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
@@ -1684,17 +1957,25 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [v for v in wanted if v not in VARIANTS_BY_NAME]:
         parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS_BY_NAME)}")
     VARIANTS = tuple(v for v in VARIANTS_BY_NAME if v in wanted)  # always in the table's order
+    for pair in filter(None, (p.strip() for p in args.pairs.split(","))):
+        sides = pair.split(":")
+        if len(sides) != 2 or any(side not in VARIANTS_BY_NAME for side in sides):
+            parser.error(f"--pairs: {pair!r} is not variant:baseline with two of {', '.join(VARIANTS_BY_NAME)}")
     if args.skip_e2e:
         VARIANTS = ()
     args.output = args.output.resolve()
     if args.quick:
         args.duration, args.rounds, args.warmup, args.iterations = min(args.duration, 3), 2, 1, 2000
+        args.paired_slices, args.paired_slice, args.paired_rounds = min(args.paired_slices, 2), 1, 1
     args.rounds = max(1, min(args.rounds, 10))
     args.duration = max(1.0, min(args.duration, 300.0))
     args.iterations = max(100, min(args.iterations, 200_000))
     args.retries = max(0, min(args.retries, 5))
     args.retry_pause = max(0.0, min(args.retry_pause, 60.0))
     args.quiet_wait = max(0.0, min(args.quiet_wait, 600.0))
+    args.paired_slices = max(0, min(args.paired_slices, 100))
+    args.paired_rounds = max(1, min(args.paired_rounds, 20))
+    args.paired_slice = max(1.0, min(args.paired_slice, 60.0))
 
     os.chdir(SOURCE)
     sys.path.insert(0, str(SOURCE))  # ahead of the editable install's finder
@@ -1708,6 +1989,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children()
     work = Path(tempfile.mkdtemp(prefix="sidegate-bench-"))
     measurements: list[Measurement] = []
+    paired: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     micro: list[dict[str, Any]] = []
     micro_throttle: list[dict[str, Any]] = []
@@ -1774,6 +2056,27 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if backend.poll() is not None:
                     raise RuntimeError(f"the backend exited with {backend.returncode}:\n{tail(work / 'backend.out')}")
+        for variant, baseline in paired_runs(args.paired_slices, args.pairs):
+            label = "the method's own spread" if variant == baseline else "bar"
+            print(
+                f"bench: paired {variant} / {baseline} ({label}), "
+                f"{args.paired_rounds} x {args.paired_slices} pairs ...",
+                end=" ",
+                flush=True,
+            )
+            try:
+                pr = measure_paired(children, wrk, variant, baseline, backend, backend_port, work, args, redis)
+            except (RuntimeError, OSError, http.client.HTTPException) as e:
+                failures.append({"variant": f"paired {variant}/{baseline}", "round": 0, "error": str(e)})
+                print(f"FAILED: {e}", flush=True)
+                continue
+            paired.append(pr)
+            print(
+                paired_text(pr)
+                + (f", {pr['errors']} errors" if pr["errors"] else "")
+                + ("" if pr["access_log_ok"] else " [ACCESS LOG check failed]"),
+                flush=True,
+            )
         children.stop(backend)
 
         if not args.skip_micro:
@@ -1876,7 +2179,8 @@ def main(argv: list[str] | None = None) -> int:
         "wrk_headers": {v: [name for name, _ in VARIANTS_BY_NAME[v].headers] for v in VARIANTS},
         "redis_server": redis_version,
         "summary": summary,
-        "bars": bars(summary),
+        "bars": bars(summary, paired),
+        "paired": paired,
         "measurements": [asdict(m) for m in measurements],
         "failures": failures,
         "discarded_disturbed": discarded,
@@ -1893,6 +2197,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(result, indent=2) + "\n")  # before printing: a closed stdout loses nothing
     if summary:
         print_table(summary)
+        for line in paired_lines(paired):
+            print(f"  {line}")
         for b in result["bars"]:
             print(f"  bar: {b['text']}")
         for line in compared(summary):

@@ -64,29 +64,6 @@ def wait_for_token(tokens: float, rate: float) -> float:
     return math.inf if rate <= 0 else (1.0 - tokens) / rate
 
 
-def decide(
-    specs: list[BucketSpec], states: list[tuple[float, float] | None], now: float
-) -> tuple[Decision, list[float]]:
-    """Pure decision over all tiers: (decision, tokens to store per bucket)."""
-    current: list[float] = []
-    admitted = True
-    for spec, state in zip(specs, states, strict=True):
-        tokens = float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
-        current.append(tokens)
-        if tokens < 1.0 and spec.enforced:
-            admitted = False
-    after: list[float] = []
-    results: list[BucketResult] = []
-    for spec, before in zip(specs, current, strict=False):
-        if before >= 1.0:
-            after.append(before - 1.0 if admitted else before)
-            results.append(BucketResult(spec, before, after[-1], True, 0.0))
-        else:
-            after.append(before)
-            results.append(BucketResult(spec, before, before, False, wait_for_token(before, spec.rate)))
-    return Decision(admitted, tuple(results)), after
-
-
 SHARD_FROM = 65_536  # bounds at least this large are split into shards
 SHARDS = 64
 
@@ -117,18 +94,35 @@ class MemoryStore:
         return sum(len(shard) for shard in self._shards)
 
     def acquire(self, specs: list[BucketSpec], now: float) -> Decision:
-        mask = self._mask
-        indices = [hash(spec.key) & mask for spec in specs]
-        shards = self._shards
-        states = [shards[i].get(spec.key) for i, spec in zip(indices, specs, strict=True)]
-        decision, after = decide(specs, states, now)
-        for i, spec, tokens in zip(indices, specs, after, strict=True):
-            shard = shards[i]
-            shard[spec.key] = (tokens, now)
-            shard.move_to_end(spec.key)
-            while len(shard) > self._limits[i]:
-                shard.popitem(last=False)
-        return decision
+        """Refill each bucket to ``now``; take a token from every one that has one if every enforced
+        one has, else from none (one pass to read, one to write: this runs for every request)."""
+        shards, mask = self._shards, self._mask
+        found: list[tuple[int, BucketSpec, float]] = []
+        admitted = True
+        for spec in specs:
+            index = hash(spec.key) & mask
+            state = shards[index].get(spec.key)
+            tokens = float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
+            if tokens < 1.0 and spec.enforced:
+                admitted = False
+            found.append((index, spec, tokens))
+        results: list[BucketResult] = []
+        for index, spec, before in found:
+            if before >= 1.0:
+                after = before - 1.0 if admitted else before
+                results.append(BucketResult(spec, before, after, True, 0.0))
+            else:
+                after = before
+                results.append(BucketResult(spec, before, before, False, wait_for_token(before, spec.rate)))
+            shard = shards[index]
+            if spec.key in shard:
+                shard.move_to_end(spec.key)
+                shard[spec.key] = (after, now)
+            else:
+                shard[spec.key] = (after, now)
+                if len(shard) > self._limits[index]:
+                    shard.popitem(last=False)
+        return Decision(admitted, tuple(results))
 
     def peek(self, key: str) -> tuple[float, float] | None:
         return self._shards[hash(key) & self._mask].get(key)
