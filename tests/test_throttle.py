@@ -169,6 +169,21 @@ async def test_route_tier_refuses_with_429_retry_after_and_ratelimit_headers(mak
     assert (await drive(gate, req())).response.status_code == 200
 
 
+async def test_trace_cuts_tokens_to_the_thousandth_so_a_refused_bucket_never_shows_a_whole_token(
+    make_gateway, backend, clock
+):
+    _, gate = make_gateway(
+        {"api.yaml": API, "t.yaml": throttle(routes={"GET /books": {"rate": 1, "burst": 1}})}, upstream=backend.url
+    )
+    assert (await drive(gate, req())).response.status_code == 200
+    clock.now += 0.9996  # 0.9996 tokens: not enough
+    f = await drive(gate, req())
+    assert f.response.status_code == 429
+    tiers = {t["tier"]: t for t in decision(f)["detail"]["tiers"]}
+    assert (tiers["route"]["tokens_before"], tiers["route"]["allowed"]) == (0.999, False)
+    assert tiers["account"]["tokens_before"] == 5000.0  # burst 5000, refilled to full
+
+
 async def test_stage_and_account_tiers_apply_to_every_route(make_gateway, backend, clock):
     _, gate = make_gateway(
         {"api.yaml": API, "t.yaml": throttle(account={"rate": 100, "burst": 3}, stage={"rate": 50, "burst": 50})},
