@@ -1067,9 +1067,10 @@ def paired_summary(slices: list[dict[str, Any]]) -> dict[str, Any]:
     for s in slices:
         if s["pair"] in by_pair:
             by_pair[s["pair"]][s["side"] == "variant"].append(s)
+    round_of = {s["pair"]: s["round"] for s in slices}
     rounds: dict[int, list[int]] = {}
     for p in used:
-        rounds.setdefault(by_pair[p][0][0]["round"] if by_pair[p][0] else 0, []).append(p)
+        rounds.setdefault(round_of[p], []).append(p)
 
     def ratio(chosen: list[int]) -> float | None:
         totals = [[0, 0.0], [0, 0.0]]  # requests, seconds per side
