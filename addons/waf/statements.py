@@ -449,22 +449,15 @@ class DetectorLeaf(FieldLeaf):
             return None
         flagged: list[int] | None = memo.get(self.key)
         if flagged is None:
-            check = self._check
-            remembered = self.memo
+            verdict = self._verdict
             seen: dict[str, bool] = {}  # bodies repeat values (enums, flags): check each one once
-            transform = self.pipe.transform
             flagged = []
             for i, (location, raw_text) in enumerate(view.raw(self.pipe)):
                 if location == "xml":
                     continue
                 hit = seen.get(raw_text)
                 if hit is None:
-                    hit = remembered.get(raw_text)
-                    if hit is None:
-                        t = transform(raw_text)
-                        hit = bool(t) and check(t)
-                        remembered.put(raw_text, hit)
-                    seen[raw_text] = hit
+                    hit = seen[raw_text] = verdict(raw_text)
                 if hit:
                     flagged.append(i)
             memo[self.key] = flagged
@@ -482,18 +475,22 @@ class DetectorLeaf(FieldLeaf):
         if clean is None:
             clean = not view.beyond_limits()
             if clean:
-                check, remembered, transform = self._check, self.memo, self.pipe.transform
+                verdict = self._verdict
                 for raw_text in view.sweep_parts(SWEEP_ALL):
-                    hit = remembered.get(raw_text)
-                    if hit is None:
-                        t = transform(raw_text)
-                        hit = bool(t) and check(t)
-                        remembered.put(raw_text, hit)
-                    if hit:
+                    if verdict(raw_text):
                         clean = False
                         break
             memo[self._swept_key] = clean
         return clean
+
+    def _verdict(self, raw_text: str) -> bool:
+        """The check over one raw value through the chain, remembered across requests."""
+        hit: bool | None = self.memo.get(raw_text)
+        if hit is None:
+            text = self.pipe.transform(raw_text)
+            hit = bool(text) and self._check(text)
+            self.memo.put(raw_text, hit)
+        return hit
 
 
 _COMPARE: dict[str, Callable[[int, int], bool]] = {
