@@ -396,6 +396,13 @@ def http_get(
         conn.close()
 
 
+def disturbed(other_cpu_s: float, seconds: float) -> bool:
+    """Whether a measurement ran under other load: CPU time the machine spent beyond what our own
+    processes used. On an otherwise idle machine this stays near 0 (loopback kernel work is charged
+    to the processes); more than 10% of one core for the run's duration counts as disturbed."""
+    return other_cpu_s > 0.1 * seconds
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of a live process from /proc (None if unavailable)."""
     try:
@@ -920,9 +927,7 @@ def measure(
             busy - proxy_cpu - backend_cpu - (redis_cpu or 0.0) - result.get("wrk_cpu_s", 0),  # type: ignore[operator]
             2,
         )
-        # On an otherwise idle machine this stays near 0 (loopback kernel work is charged to the
-        # processes); more than 10% of one core for the run's duration counts as disturbed.
-        checks["disturbed"] = checks["other_cpu_s"] > 0.1 * result.get("seconds", args.duration)
+        checks["disturbed"] = disturbed(checks["other_cpu_s"], result.get("seconds", args.duration))
     if redis_cpu is not None:
         checks["redis_cpu_s"] = round(redis_cpu, 3)
     return Measurement(
@@ -1048,7 +1053,7 @@ def paired_slice(
         "proxy_cpu_s": round(used[1 + side], 3),
         "errors": result.get("non_2xx_3xx", 0) + sum(result.get("socket_errors", {}).values()),
         "other_cpu_s": None if other is None else round(other, 2),
-        "disturbed": other is not None and other > 0.1 * seconds,
+        "disturbed": other is not None and disturbed(other, seconds),
     }
 
 
@@ -1201,14 +1206,14 @@ def access_log_problems(ms: list[Measurement]) -> dict[str, int]:
     return out
 
 
-def paired_runs(slices: int, chosen: str = "") -> list[tuple[str, str]]:
+def paired_runs(slices: int, chosen: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """(variant, baseline) of every bar whose two sides are in this run, and, with sidegate-empty,
     sidegate-empty against a second instance of itself (how far the method strays from 1.0); or the
     pairs chosen with ``--pairs variant:baseline,...``."""
     if not slices:
         return []
     if chosen:
-        return [cast(tuple[str, str], tuple(p.split(":", 1))) for p in chosen.split(",") if p.strip()]
+        return chosen
     runs = [
         (v.name, v.bar[0])
         for v in VARIANT_LIST
@@ -1958,10 +1963,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [v for v in wanted if v not in VARIANTS_BY_NAME]:
         parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS_BY_NAME)}")
     VARIANTS = tuple(v for v in VARIANTS_BY_NAME if v in wanted)  # always in the table's order
+    chosen_pairs: list[tuple[str, str]] = []
     for pair in filter(None, (p.strip() for p in args.pairs.split(","))):
         sides = pair.split(":")
         if len(sides) != 2 or any(side not in VARIANTS_BY_NAME for side in sides):
             parser.error(f"--pairs: {pair!r} is not variant:baseline with two of {', '.join(VARIANTS_BY_NAME)}")
+        chosen_pairs.append((sides[0], sides[1]))
     if args.skip_e2e:
         VARIANTS = ()
     args.output = args.output.resolve()
@@ -2057,7 +2064,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if backend.poll() is not None:
                     raise RuntimeError(f"the backend exited with {backend.returncode}:\n{tail(work / 'backend.out')}")
-        for variant, baseline in paired_runs(args.paired_slices, args.pairs):
+        for variant, baseline in paired_runs(args.paired_slices, chosen_pairs):
             label = "the method's own spread" if variant == baseline else "bar"
             print(
                 f"bench: paired {variant} / {baseline} ({label}), "
