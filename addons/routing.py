@@ -5,14 +5,15 @@ Keys: ``GET /books``, ``ANY /orders/{id}``, ``GET /files/{proxy+}``, ``$default`
 Precedence (API Gateway's documented order, applied segment by segment from the left):
 a literal segment beats ``{param}``, which beats a greedy ``{proxy+}``; for the same path, an
 explicit method beats ``ANY``; ``$default`` catches what nothing else does. A trailing slash is
-ignored. Routes are compiled once per policy load into one list sorted by precedence, so a
-request takes the first route whose method and pattern match.
+ignored. Routes are compiled once per policy load, in precedence order, so a request takes the
+first route whose method and pattern match.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY")
@@ -78,50 +79,70 @@ def parse_route_key(text: str) -> RouteKey:
     return RouteKey(method, path, tuple(segments))
 
 
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
+class RouteMatch(NamedTuple):  # a tuple: made for every request, cheaply
     key: str  # the route key as written: "GET /books/{id}"
     resource_path: str  # API Gateway's $context.resourcePath: "/books/{id}"
     params: tuple[tuple[str, str], ...]  # path parameters, URL-decoded
-    index: int  # position of the route in the Api policy
+    position: int  # of the route in the Api policy
 
 
-def _segments_regex(key: RouteKey) -> re.Pattern[str]:
+def _segments_regex(key: RouteKey, prefix: str) -> str:
+    """The path pattern of a route; parameter groups are named ``{prefix}_{n}`` (unique across routes)."""
     parts = []
     for kind, value in key.segments:
         if kind == LITERAL:
             parts.append("/" + re.escape(value))
         elif kind == PARAM:
-            parts.append(f"/(?P<p{len(parts)}>[^/]+)")
+            parts.append(f"/(?P<{prefix}_{len(parts)}>[^/]+)")
         else:
-            parts.append(f"/(?P<p{len(parts)}>.+)")
-    return re.compile("".join(parts) + "/?" if parts else "/?")
+            parts.append(f"/(?P<{prefix}_{len(parts)}>.+)")
+    return "".join(parts) + "/?" if parts else "/?"
+
+
+_SEP = "\x00"  # between method and path in the string the combined pattern matches; in neither
 
 
 class Router:
-    """Compiled routes of one Api policy. Matching is a short scan of precompiled patterns."""
+    """Compiled routes of one Api policy.
+
+    All routes are one regular expression over ``METHOD\\x00path``, one alternative per route in
+    precedence order: the first alternative that matches the whole string is the route a scan of
+    the routes in that order would take, found in one call into the regex engine instead of one
+    per route (20 routes: 2.7 -> 0.9 us per request; see bench/README.md). The alternative's own
+    group, which closes last, names the route (``lastindex``); its parameters are the groups inside.
+    """
 
     def __init__(self, keys: list[RouteKey]) -> None:
         ordered = sorted(enumerate(keys), key=lambda ik: ik[1].precedence, reverse=True)
-        self._routes: list[tuple[str, re.Pattern[str], tuple[str, ...], RouteKey, int]] = []
-        self._default: tuple[RouteKey, int] | None = None
+        self._default: int | None = None  # the $default route's index in the policy
+        alternatives: list[str] = []
+        # wrapping group number -> (parameter names, their group numbers, the match without parameters)
+        self._by_group: dict[int, tuple[tuple[str, ...], tuple[int, ...], RouteMatch]] = {}
+        group = 1
         for index, key in ordered:
             if key.is_default:
-                self._default = (key, index)
+                self._default = index
                 continue
             names = tuple(v for k, v in key.segments if k != LITERAL)
-            self._routes.append((key.method, _segments_regex(key), names, key, index))
+            method = "[^\x00]*" if key.method == "ANY" else re.escape(key.method)
+            alternatives.append(f"({method}{_SEP}{_segments_regex(key, f'r{group}')})")
+            groups = tuple(range(group + 1, group + 1 + len(names)))
+            self._by_group[group] = (names, groups, RouteMatch(key.text, key.path, (), index))
+            group += 1 + len(names)
+        self._pattern = re.compile("|".join(alternatives)) if alternatives else None
 
     def match(self, method: str, path: str) -> RouteMatch | None:
-        for route_method, pattern, names, key, index in self._routes:
-            if route_method != method and route_method != "ANY":
-                continue
-            m = pattern.fullmatch(path)
-            if m is None:
-                continue
-            params = tuple((n, unquote(v)) for n, v in zip(names, m.groups(), strict=True))
-            return RouteMatch(key.text, key.path, params, index)
+        if self._pattern is not None and "\x00" not in method:
+            m = self._pattern.fullmatch(f"{method}\x00{path}")
+            if m is not None:
+                names, groups, route = self._by_group[m.lastindex]  # type: ignore[index]
+                if not names:
+                    return route
+                if len(groups) == 1:  # the common case, without building and zipping tuples
+                    params: tuple[tuple[str, str], ...] = ((names[0], unquote(m.group(groups[0]))),)
+                else:
+                    params = tuple([(n, unquote(v)) for n, v in zip(names, m.group(*groups), strict=True)])
+                return RouteMatch(route.key, route.resource_path, params, route.position)
         if self._default is not None:
-            key, index = self._default
-            return RouteMatch(DEFAULT_ROUTE, path, (), index)
+            return RouteMatch(DEFAULT_ROUTE, path, (), self._default)
         return None

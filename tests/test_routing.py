@@ -78,3 +78,58 @@ def test_same_shape_detection():
     assert parse_route_key("GET /a/{x}").shape == parse_route_key("GET /a/{y}/").shape
     assert parse_route_key("GET /a/{x}").shape != parse_route_key("ANY /a/{x}").shape
     assert parse_route_key("GET /a/{x}").shape != parse_route_key("GET /a/{x+}").shape
+
+
+def _scan(keys, method, path):
+    """The reference: each route's own pattern, tried one by one in precedence order."""
+    import re
+    from urllib.parse import unquote
+
+    ordered = sorted(enumerate(keys), key=lambda ik: ik[1].precedence, reverse=True)
+    for _, key in ordered:
+        if key.is_default or (key.method != method and key.method != "ANY"):
+            continue
+        regex = "".join("/" + re.escape(v) if k == 2 else ("/([^/]+)" if k == 1 else "/(.+)") for k, v in key.segments)
+        m = re.fullmatch(regex + "/?", path)
+        if m is not None:
+            names = [v for k, v in key.segments if k != 2]
+            return key.text, tuple((n, unquote(g)) for n, g in zip(names, m.groups(), strict=True))
+    return ("$default", ()) if any(k.is_default for k in keys) else None
+
+
+def test_one_pattern_takes_the_route_a_scan_in_precedence_order_takes():
+    """Every route is one alternative of one regular expression; for any request it must pick the
+    route (and parameters) that trying each route's own pattern in precedence order picks."""
+    import random
+
+    rng = random.Random(7)
+    words = ["a", "b", "books", "{id}", "{x}", "{rest+}"]
+    keys = []
+    for _ in range(60):
+        segs: list[str] = []
+        for _ in range(rng.randint(0, 4)):
+            seg = rng.choice(words)
+            if seg.startswith("{") and seg in segs:
+                continue  # a parameter name appears once per route
+            segs.append(seg)
+            if seg.endswith("+}"):
+                break  # a greedy parameter ends the path
+        text = rng.choice(["GET", "POST", "ANY"]) + " /" + "/".join(segs)
+        try:
+            key = parse_route_key(text)
+        except ValueError:
+            continue
+        if all(key.shape != k.shape for k in keys):
+            keys.append(key)
+    keys.append(parse_route_key("$default"))
+    router = Router(keys)
+    parts = ["a", "b", "books", "42", "a%2Fb", "x y", ""]
+    checked = 0
+    for method in ("GET", "POST", "PUT", "GET\x00/a"):
+        for _ in range(300):
+            path = "/" + "/".join(rng.choice(parts) for _ in range(rng.randint(0, 5)))
+            m = router.match(method, path)
+            expected = ("$default", ()) if "\x00" in method else _scan(keys, method, path)
+            assert (m.key, m.params) == expected, (method, path)
+            checked += m.key != "$default"
+    assert checked > 300  # most requests found a route of their own, not the catch-all

@@ -79,6 +79,24 @@ def test_lru_eviction_bounds_memory_and_an_evicted_bucket_comes_back_full():
     assert store.acquire([spec("first", burst=3)], 0.0).results[0].tokens_before == 3.0
 
 
+def test_the_policys_own_buckets_are_never_evicted_and_do_not_count_against_the_bound():
+    store = MemoryStore(max_buckets=100)
+    route = BucketSpec("shop:prod:route:GET /books", "route", 0.001, 3, evictable=False)
+    store.acquire([route], 0.0)
+    for i in range(150):  # a flood of new clients, each with a bucket of its own
+        store.acquire([spec(f"client-{i}")], 0.0)
+    assert store.peek(route.key) == (2.0, 0.0)  # kept, with the token it gave
+    assert len(store) == 101  # 100 client buckets (the bound) and the route's
+
+
+def test_a_bucket_found_again_is_changed_in_place():
+    store = MemoryStore(max_buckets=100)  # one shard
+    store.acquire([spec("a", burst=5)], 0.0)
+    held = store._shards[0]["a"]
+    store.acquire([spec("a", burst=5)], 1.0)
+    assert store._shards[0]["a"] is held and held == [4.0, 1.0]  # 5 - 1, refilled by 1, - 1
+
+
 TRUSTED = [ipaddress.ip_network("10.0.0.0/8")]
 
 
@@ -182,6 +200,23 @@ async def test_trace_cuts_tokens_to_the_thousandth_so_a_refused_bucket_never_sho
     tiers = {t["tier"]: t for t in decision(f)["detail"]["tiers"]}
     assert (tiers["route"]["tokens_before"], tiers["route"]["allowed"]) == (0.999, False)
     assert tiers["account"]["tokens_before"] == 5000.0  # burst 5000, refilled to full
+
+
+async def test_a_flood_of_new_clients_never_resets_an_idle_route_bucket(make_gateway, backend, clock):
+    """Only per-client buckets are evicted: a route's own bucket, idle while many clients pass
+    elsewhere, keeps its count."""
+    policy = throttle(
+        max_buckets=100,
+        routes={"GET /books": {"rate": 0.001, "burst": 1}, "GET /authors": {"rate": 1, "burst": 1, "key": ["ip"]}},
+    )
+    _, gate = make_gateway({"api.yaml": API, "t.yaml": policy}, upstream=backend.url)
+    assert (await drive(gate, req())).response.status_code == 200  # /books' only token
+    for i in range(150):
+        f = await drive(gate, req("/authors", peer=f"192.0.2.{i}"))
+        assert f.response.status_code == 200
+    (throttle_plugin,) = [p for p in gate.policy.instances if getattr(p, "name", None) == "throttle"]
+    assert len(throttle_plugin.store) == 100 + 2  # the bound of client buckets, the account and /books
+    assert (await drive(gate, req())).response.status_code == 429
 
 
 async def test_stage_and_account_tiers_apply_to_every_route(make_gateway, backend, clock):

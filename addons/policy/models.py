@@ -512,7 +512,10 @@ class ThrottlePolicy(PolicyModel):
         description="When Redis is away: allow (pass), deny (503), or local (per-instance buckets at rate/replicas).",
     )
     replicas: Annotated[int, Field(ge=1, le=10_000)] = 1
-    max_buckets: Annotated[int, Field(ge=100, le=100_000_000)] = 100_000
+    max_buckets: Annotated[int, Field(ge=100, le=100_000_000)] = Field(
+        default=100_000,
+        description="Per-client buckets kept in memory; beyond it the least recently used goes (comes back full).",
+    )
     account: RateLimit = Field(
         default_factory=lambda: RateLimit(rate=10_000, burst=5_000),
         description="API Gateway's account tier: 10,000 requests/s, burst 5,000.",

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from addons.clientip import client_ip
 from addons.decision import Exchange, Flag, Reject
 from addons.policy.models import ApiPolicy, RateLimit, ThrottlePolicy
-from addons.throttle.buckets import BucketResult, BucketSpec, Decision, MemoryStore
+from addons.throttle.buckets import BucketSpec, Decision, MemoryStore
 from addons.throttle.plans import KEY_VAR, KeyMatch
 from addons.throttle.redis_store import RedisStore, StoreUnavailable
 
@@ -40,7 +40,6 @@ class Throttle:
     ) -> None:
         self.source = source
         self.prefix = f"{api.name}:{api.stage}"
-        self._clock = clock
         self._store = MemoryStore(policy.max_buckets)
         self._trusted = tuple(policy.trusted_proxies)
         self._headers = policy.rate_limit_headers
@@ -58,7 +57,9 @@ class Throttle:
         if policy.stage is not None:
             self._common.append(tier("stage", policy.stage))
         self._routes = {key: tier("route", limit) for key, limit in policy.routes.items()}
-        self._by_route: dict[str, tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...]] = {}
+        # route key -> (its tiers, whether every one is a ready BucketSpec)
+        self._by_route: dict[str, tuple[tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...], bool]] = {}
+        self._now = clock or time.monotonic
 
     @property
     def store(self) -> MemoryStore:
@@ -79,26 +80,30 @@ class Throttle:
         # Hashed: keys are stored and traced, and client values (tokens in headers) stay private.
         return hashlib.sha256("\x00".join(values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
-    def _route_tiers(self, route_key: str) -> tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...]:
+    def _route_tiers(self, route_key: str) -> tuple[tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...], bool]:
         """Account, stage and route tiers for a route, built once: a tier without a client key is a
         ready ``BucketSpec``; a keyed one is ``(key prefix, tier, limit, enforced)``."""
-        tiers = self._by_route.get(route_key)
-        if tiers is None:
+        found = self._by_route.get(route_key)
+        if found is None:
             raw = [(f"{self.prefix}:{name}", name, limit, on) for name, limit, on in self._common]
             if route_key in self._routes:
                 _, limit, on = self._routes[route_key]
                 raw.append((f"{self.prefix}:route:{route_key}", "route", limit, on))
-            tiers = self._by_route[route_key] = tuple(
-                t if t[2].key else BucketSpec(t[0], t[1], t[2].rate, t[2].burst, t[3]) for t in raw
+            tiers = tuple(
+                t if t[2].key else BucketSpec(t[0], t[1], t[2].rate, t[2].burst, t[3], evictable=False) for t in raw
             )
-        return tiers
+            found = self._by_route[route_key] = (tiers, all(isinstance(t, BucketSpec) for t in tiers))
+        return found
 
-    def specs(self, ex: Exchange) -> list[BucketSpec]:
+    def specs(self, ex: Exchange) -> Sequence[BucketSpec]:
         """The buckets a request needs a token from: account, stage, route, then the key's plan."""
         route = ex.route
         route_key = route.key if route is not None else ""
-        tiers: list[BucketSpec | tuple[str, str, RateLimit, bool]] = list(self._route_tiers(route_key))
+        ready_tiers, ready = self._route_tiers(route_key)
         match: KeyMatch | None = ex.vars.get(KEY_VAR)
+        if match is None and ready:
+            return ready_tiers  # type: ignore[return-value]  # every one a BucketSpec (checked when built)
+        tiers: list[BucketSpec | tuple[str, str, RateLimit, bool]] = list(ready_tiers)
         if match is not None:
             # keyed by key id (never the key): usage plans throttle per API key
             base = f"{self.prefix}:plan:{match.plan_name}:key:{match.key_id}"
@@ -116,17 +121,37 @@ class Throttle:
             key, name, limit, enforced = tier
             if limit.key:
                 key += ":" + self._client_key(ex, limit.key)
-            out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced))
+            # a client part makes the bucket one of many, evicted when least recently used
+            out.append(BucketSpec(key, name, limit.rate, limit.burst, enforced, evictable=bool(limit.key)))
         return out
 
     def now(self) -> float:
-        return self._clock() if self._clock is not None else time.monotonic()
+        return self._now()
 
     def method_request(self, ex: Exchange) -> Reject | Flag | None:
-        return self.finish(ex, self._store.acquire(self.specs(ex), self.now()))
+        return self.finish(ex, self._store.acquire(self.specs(ex), self._now()))
 
     def finish(self, ex: Exchange, decision: Decision, store: str | None = None) -> Reject | Flag | None:
-        ex.details[self.name] = {"store": store or self._store.name, "tiers": [_trace(r) for r in decision.results]}
+        # The trace of every tier, written out here rather than through a helper per tier: this
+        # runs for every request. Tokens are cut (not rounded) to the thousandth: a bucket a hair
+        # short of a token never shows 1.0 beside a refusal (and round() was a third of the
+        # throttle's time per request).
+        ex.details[self.name] = {
+            "store": store or self._store.name,
+            "tiers": [
+                {
+                    "tier": r.spec.tier,
+                    "key": r.spec.key,
+                    "rate": r.spec.rate,
+                    "burst": r.spec.burst,
+                    "tokens_before": int(r.tokens_before * 1000) / 1000,
+                    "tokens_after": int(r.tokens_after * 1000) / 1000,
+                    "allowed": r.allowed,
+                    "enforced": r.spec.enforced,
+                }
+                for r in decision.results
+            ],
+        }
         refused = decision.refused_by
         if refused is not None:
             retry = max(1, math.ceil(decision.retry_after))
@@ -185,7 +210,9 @@ class RedisThrottle(Throttle):
                 return Flag("store_unavailable")
             # local: each replica keeps its share of every bucket until Redis is back
             scaled = [
-                BucketSpec(s.key, s.tier, s.rate / self._replicas, max(1, s.burst // self._replicas), s.enforced)
+                BucketSpec(
+                    s.key, s.tier, s.rate / self._replicas, max(1, s.burst // self._replicas), s.enforced, s.evictable
+                )
                 for s in specs
             ]
             result = self.finish(ex, self._store.acquire(scaled, self.now()), store="local")
@@ -213,26 +240,6 @@ def make_throttle(policy: ThrottlePolicy, api: ApiPolicy, source: str, *, enforc
 
 def _enforced(limit: RateLimit, default: bool) -> bool:
     return default if limit.mode is None else limit.mode == "enforce"
-
-
-def _trace(r: BucketResult) -> dict[str, object]:
-    return {
-        "tier": r.spec.tier,
-        "key": r.spec.key,
-        "rate": r.spec.rate,
-        "burst": r.spec.burst,
-        "tokens_before": _milli(r.tokens_before),
-        "tokens_after": _milli(r.tokens_after),
-        "allowed": r.allowed,
-        "enforced": r.spec.enforced,
-    }
-
-
-def _milli(tokens: float) -> float:
-    """Tokens to the thousandth, cut rather than rounded: a bucket a hair short of a token never
-    shows 1.0 beside a refusal. (Also some 10 times cheaper than ``round(tokens, 3)``, which was
-    a third of the throttle's time per request.)"""
-    return int(tokens * 1000) / 1000
 
 
 def _ratelimit_headers(decision: Decision) -> tuple[tuple[str, str], ...]:

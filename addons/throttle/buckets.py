@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,6 +26,10 @@ class BucketSpec:
     rate: float
     burst: int
     enforced: bool = True
+    # False for a bucket the policy alone bounds (account, stage, route, an API key's plan: no
+    # client part in the key); the memory store keeps those apart from the per-client buckets
+    # it evicts, for as long as it lives
+    evictable: bool = True
 
 
 class BucketResult(NamedTuple):  # a tuple: made for every tier of every request, cheaply
@@ -72,12 +77,20 @@ class MemoryStore:
     """Buckets in this process, bounded: least recently used buckets are evicted beyond
     ``max_buckets`` (an evicted bucket comes back full, as a new one does).
 
+    Only buckets with a client part in their key count against the bound and are ever evicted.
+    A tier without one (account, stage, route, an API key's plan) has one bucket per route or key
+    of the policy, so the policy bounds them; they live in a plain map for the life of the store,
+    and a flood of new clients can never reset the account's or a route's bucket.
+
     A large bound is split into 64 shards by key hash, each a least-recently-used map of its share
     of the bound (eviction is then least recently used within the key's shard). One big map keeps
     rebuilding its table as evictions fill it, and tables that large come from the C allocator in
     blocks it seldom gives back: memory grew in steps (+15 MB by 1,000,000 distinct clients at the
     default bound). Shard tables stay small, their blocks are reused, and memory stays flat (see
     bench/README.md).
+
+    A bucket's state is a two-item list, ``[tokens, updated]``, changed in place: a request makes
+    no new objects for the buckets it finds.
     """
 
     name = "memory"
@@ -85,44 +98,62 @@ class MemoryStore:
     def __init__(self, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
         self.max_buckets = max_buckets
         shards = SHARDS if max_buckets >= SHARD_FROM else 1
-        self._shards: list[OrderedDict[str, tuple[float, float]]] = [OrderedDict() for _ in range(shards)]
+        self._shards: list[OrderedDict[str, list[float]]] = [OrderedDict() for _ in range(shards)]
         self._mask = shards - 1
         # shares of the bound that add up to it exactly
         self._limits = [max_buckets // shards + (1 if i < max_buckets % shards else 0) for i in range(shards)]
+        self._tiers: dict[str, list[float]] = {}  # the buckets the policy bounds
 
     def __len__(self) -> int:
-        return sum(len(shard) for shard in self._shards)
+        """Buckets held: the evictable ones (at most ``max_buckets``) and the policy's own."""
+        return sum(len(shard) for shard in self._shards) + len(self._tiers)
 
-    def acquire(self, specs: list[BucketSpec], now: float) -> Decision:
+    def _state(self, spec: BucketSpec, now: float) -> list[float]:
+        """The bucket's state, made full when new (and the least recently used evicted beyond the bound)."""
+        if not spec.evictable:
+            state = self._tiers.get(spec.key)
+            if state is None:
+                state = self._tiers[spec.key] = [float(spec.burst), now]
+            return state
+        index = hash(spec.key) & self._mask
+        shard = self._shards[index]
+        state = shard.get(spec.key)
+        if state is None:
+            state = shard[spec.key] = [float(spec.burst), now]
+            if len(shard) > self._limits[index]:
+                shard.popitem(last=False)
+        else:
+            shard.move_to_end(spec.key)
+        return state
+
+    def acquire(self, specs: Sequence[BucketSpec], now: float) -> Decision:
         """Refill each bucket to ``now``; take a token from every one that has one if every enforced
         one has, else from none (one pass to read, one to write: this runs for every request)."""
-        shards, mask = self._shards, self._mask
-        found: list[tuple[int, BucketSpec, float]] = []
+        tiers = self._tiers
+        found: list[tuple[list[float], float]] = []
         admitted = True
         for spec in specs:
-            index = hash(spec.key) & mask
-            state = shards[index].get(spec.key)
-            tokens = float(spec.burst) if state is None else refill(state[0], state[1], now, spec.rate, spec.burst)
+            state = tiers.get(spec.key) if not spec.evictable else None
+            if state is None:
+                state = self._state(spec, now)
+            tokens, updated = state
+            if now > updated:
+                tokens = min(float(spec.burst), tokens + (now - updated) * spec.rate)
             if tokens < 1.0 and spec.enforced:
                 admitted = False
-            found.append((index, spec, tokens))
+            found.append((state, tokens))
         results: list[BucketResult] = []
-        for index, spec, before in found:
+        for spec, (state, before) in zip(specs, found, strict=True):
             if before >= 1.0:
                 after = before - 1.0 if admitted else before
                 results.append(BucketResult(spec, before, after, True, 0.0))
             else:
                 after = before
                 results.append(BucketResult(spec, before, before, False, wait_for_token(before, spec.rate)))
-            shard = shards[index]
-            if spec.key in shard:
-                shard.move_to_end(spec.key)
-                shard[spec.key] = (after, now)
-            else:
-                shard[spec.key] = (after, now)
-                if len(shard) > self._limits[index]:
-                    shard.popitem(last=False)
+            state[0] = after
+            state[1] = now
         return Decision(admitted, tuple(results))
 
     def peek(self, key: str) -> tuple[float, float] | None:
-        return self._shards[hash(key) & self._mask].get(key)
+        state = self._tiers.get(key) or self._shards[hash(key) & self._mask].get(key)
+        return None if state is None else (state[0], state[1])

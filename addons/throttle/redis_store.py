@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -105,7 +106,7 @@ class RedisStore:
         self._script: Any = None
         self._open_until = 0.0  # circuit breaker
         self.degraded = False
-        self._pending: list[tuple[list[BucketSpec], asyncio.Future[Decision]]] = []  # waiting for a call
+        self._pending: list[tuple[Sequence[BucketSpec], asyncio.Future[Decision]]] = []  # waiting for a call
         self._flusher: asyncio.Future[None] | None = None
         self._formatted: dict[tuple[float, int, bool], str] = {}
         self._scripts: dict[str, Any] = {}  # run_script's registered scripts, by source
@@ -123,7 +124,7 @@ class RedisStore:
             self._script = self._client.register_script(ACQUIRE)
         return self._client
 
-    async def acquire(self, specs: list[BucketSpec]) -> Decision:
+    async def acquire(self, specs: Sequence[BucketSpec]) -> Decision:
         """Decide one request's tiers in Redis.
 
         Requests are batched the way auto-pipelining clients do it: the first one is sent at once;
@@ -141,7 +142,7 @@ class RedisStore:
         return await future
 
     async def _flush(self) -> None:
-        batch: list[tuple[list[BucketSpec], asyncio.Future[Decision]]] = []
+        batch: list[tuple[Sequence[BucketSpec], asyncio.Future[Decision]]] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
@@ -155,7 +156,7 @@ class RedisStore:
                 raise
             log.exception("sidegate: throttle store batch failed")
 
-    async def _decide(self, batch: list[tuple[list[BucketSpec], asyncio.Future[Decision]]]) -> None:
+    async def _decide(self, batch: list[tuple[Sequence[BucketSpec], asyncio.Future[Decision]]]) -> None:
         keys: list[str] = []
         numbers: list[str] = []
         for specs, _ in batch:
