@@ -69,6 +69,8 @@ def wait_for_token(tokens: float, rate: float) -> float:
     return math.inf if rate <= 0 else (1.0 - tokens) / rate
 
 
+_new_result = tuple.__new__
+
 SHARD_FROM = 65_536  # bounds at least this large are split into shards
 SHARDS = 64
 
@@ -130,7 +132,8 @@ class MemoryStore:
         """Refill each bucket to ``now``; take a token from every one that has one if every enforced
         one has, else from none (one pass to read, one to write: this runs for every request)."""
         tiers = self._tiers
-        found: list[tuple[list[float], float]] = []
+        states: list[list[float]] = []
+        levels: list[float] = []
         admitted = True
         for spec in specs:
             state = tiers.get(spec.key) if not spec.evictable else None
@@ -141,15 +144,19 @@ class MemoryStore:
                 tokens = min(float(spec.burst), tokens + (now - updated) * spec.rate)
             if tokens < 1.0 and spec.enforced:
                 admitted = False
-            found.append((state, tokens))
+            states.append(state)
+            levels.append(tokens)
         results: list[BucketResult] = []
-        for spec, (state, before) in zip(specs, found, strict=True):
+        for spec, state, before in zip(specs, states, levels, strict=True):
             if before >= 1.0:
                 after = before - 1.0 if admitted else before
-                results.append(BucketResult(spec, before, after, True, 0.0))
+                # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function, twice the cost
+                results.append(_new_result(BucketResult, (spec, before, after, True, 0.0)))
             else:
                 after = before
-                results.append(BucketResult(spec, before, before, False, wait_for_token(before, spec.rate)))
+                results.append(
+                    _new_result(BucketResult, (spec, before, before, False, wait_for_token(before, spec.rate)))
+                )
             state[0] = after
             state[1] = now
         return Decision(admitted, tuple(results))
