@@ -86,7 +86,7 @@ def test_the_policys_own_buckets_are_never_evicted_and_do_not_count_against_the_
     for i in range(150):  # a flood of new clients, each with a bucket of its own
         store.acquire([spec(f"client-{i}")], 0.0)
     assert store.peek(route.key) == (2.0, 0.0)  # kept, with the token it gave
-    assert len(store) == 101  # 100 client buckets (the bound) and the route's
+    assert (len(store), store.evictable) == (101, 100)  # 100 client buckets (the bound) and the route's
 
 
 def test_a_bucket_found_again_is_changed_in_place():

@@ -108,7 +108,12 @@ class MemoryStore:
 
     def __len__(self) -> int:
         """Buckets held: the evictable ones (at most ``max_buckets``) and the policy's own."""
-        return sum(len(shard) for shard in self._shards) + len(self._tiers)
+        return self.evictable + len(self._tiers)
+
+    @property
+    def evictable(self) -> int:
+        """Per-client buckets held: the ones ``max_buckets`` bounds."""
+        return sum(len(shard) for shard in self._shards)
 
     def _state(self, spec: BucketSpec, now: float) -> list[float]:
         """The bucket's state, made full when new (and the least recently used evicted beyond the bound)."""
