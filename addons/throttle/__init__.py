@@ -24,6 +24,9 @@ from addons.throttle.plans import KEY_VAR, KeyMatch
 from addons.throttle.redis_store import RedisStore, StoreUnavailable
 
 RATELIMIT_VAR = "throttle_ratelimit_headers"
+# A tier as built once per route: a ready BucketSpec, or (key prefix, tier, limit, enforced) when
+# its bucket key needs the request's client part.
+Tier = BucketSpec | tuple[str, str, RateLimit, bool]
 
 
 class Throttle:
@@ -57,8 +60,8 @@ class Throttle:
         if policy.stage is not None:
             self._common.append(tier("stage", policy.stage))
         self._routes = {key: tier("route", limit) for key, limit in policy.routes.items()}
-        # route key -> (its tiers, whether every one is a ready BucketSpec)
-        self._by_route: dict[str, tuple[tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...], bool]] = {}
+        # route key -> (its tiers, and the same as BucketSpecs when none has a client key)
+        self._by_route: dict[str, tuple[tuple[Tier, ...], tuple[BucketSpec, ...] | None]] = {}
         self._now = clock or time.monotonic
 
     @property
@@ -80,7 +83,7 @@ class Throttle:
         # Hashed: keys are stored and traced, and client values (tokens in headers) stay private.
         return hashlib.sha256("\x00".join(values).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
-    def _route_tiers(self, route_key: str) -> tuple[tuple[BucketSpec | tuple[str, str, RateLimit, bool], ...], bool]:
+    def _route_tiers(self, route_key: str) -> tuple[tuple[Tier, ...], tuple[BucketSpec, ...] | None]:
         """Account, stage and route tiers for a route, built once: a tier without a client key is a
         ready ``BucketSpec``; a keyed one is ``(key prefix, tier, limit, enforced)``."""
         found = self._by_route.get(route_key)
@@ -92,18 +95,19 @@ class Throttle:
             tiers = tuple(
                 t if t[2].key else BucketSpec(t[0], t[1], t[2].rate, t[2].burst, t[3], evictable=False) for t in raw
             )
-            found = self._by_route[route_key] = (tiers, all(isinstance(t, BucketSpec) for t in tiers))
+            ready = tuple(t for t in tiers if isinstance(t, BucketSpec))
+            found = self._by_route[route_key] = (tiers, ready if len(ready) == len(tiers) else None)
         return found
 
     def specs(self, ex: Exchange) -> Sequence[BucketSpec]:
         """The buckets a request needs a token from: account, stage, route, then the key's plan."""
         route = ex.route
         route_key = route.key if route is not None else ""
-        ready_tiers, ready = self._route_tiers(route_key)
+        route_tiers, ready = self._route_tiers(route_key)
         match: KeyMatch | None = ex.vars.get(KEY_VAR)
-        if match is None and ready:
-            return ready_tiers  # type: ignore[return-value]  # every one a BucketSpec (checked when built)
-        tiers: list[BucketSpec | tuple[str, str, RateLimit, bool]] = list(ready_tiers)
+        if match is None and ready is not None:
+            return ready  # the common case: nothing to key per client or per API key
+        tiers: list[Tier] = list(route_tiers)
         if match is not None:
             # keyed by key id (never the key): usage plans throttle per API key
             base = f"{self.prefix}:plan:{match.plan_name}:key:{match.key_id}"

@@ -145,7 +145,7 @@ class MemoryStore:
             if state is None:
                 state = self._state(spec, now)
             tokens, updated = state
-            if now > updated:
+            if now > updated:  # refill(), written out: a call per tier per request costs more than it
                 tokens = min(float(spec.burst), tokens + (now - updated) * spec.rate)
             if tokens < 1.0 and spec.enforced:
                 admitted = False
