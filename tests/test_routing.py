@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.routing import Router, parse_route_key
+from addons.routing import LITERAL, PARAM, Router, parse_route_key
 
 ROUTES = [
     "GET /books",
@@ -89,10 +89,12 @@ def _scan(keys, method, path):
     for _, key in ordered:
         if key.is_default or (key.method != method and key.method != "ANY"):
             continue
-        regex = "".join("/" + re.escape(v) if k == 2 else ("/([^/]+)" if k == 1 else "/(.+)") for k, v in key.segments)
+        regex = "".join(
+            "/" + re.escape(v) if k == LITERAL else ("/([^/]+)" if k == PARAM else "/(.+)") for k, v in key.segments
+        )
         m = re.fullmatch(regex + "/?", path)
         if m is not None:
-            names = [v for k, v in key.segments if k != 2]
+            names = [v for k, v in key.segments if k != LITERAL]
             return key.text, tuple((n, unquote(g)) for n, g in zip(names, m.groups(), strict=True))
     return ("$default", ()) if any(k.is_default for k in keys) else None
 

@@ -15,6 +15,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from addons.clientip import client_ip
 from addons.decision import Exchange, Flag, Reject
@@ -218,12 +219,7 @@ class RedisThrottle(Throttle):
                 ex.details[self.name] = {"store": "redis", "store_error": True, "fallback": "allow"}
                 return Flag("store_unavailable")
             # local: each replica keeps its share of every bucket until Redis is back
-            scaled = [
-                BucketSpec(
-                    s.key, s.tier, s.rate / self._replicas, max(1, s.burst // self._replicas), s.enforced, s.evictable
-                )
-                for s in specs
-            ]
+            scaled = [replace(s, rate=s.rate / self._replicas, burst=max(1, s.burst // self._replicas)) for s in specs]
             result = self.finish(ex, self._store.acquire(scaled, self.now()), store="local")
             ex.details[self.name]["store_error"] = True
             return result
